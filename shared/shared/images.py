@@ -1,0 +1,229 @@
+"""Image reading, writing, pairing and sample grids with one-line errors that name the file.
+
+Every package reads user images; all of them need the same guarantees: a truncated, zero-byte,
+enormous or odd-mode file gives :class:`ImageReadError` naming the file and the problem, and
+grayscale, RGBA, palette, CMYK and 16-bit files are converted as documented in :func:`read_image`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from shared.errors import DataError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# 16k × 16k: far above any photo these models see, far below a decompression bomb.
+DEFAULT_MAX_PIXELS = 16384 * 16384
+
+# PIL would otherwise pad a truncated file with grey and succeed; we want the error.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageReadError(DataError):
+    """An image file is missing, unreadable, truncated, too large or of an unsupported kind."""
+
+
+def read_image(
+    path: str | os.PathLike,
+    mode: Literal["RGB", "L"] = "RGB",
+    dtype: Literal["uint8", "float32"] = "uint8",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode an image file into an ``(H, W, 3)`` (``mode="RGB"``) or ``(H, W)`` (``"L"``) array.
+
+    Conversions, so that callers see one layout whatever the file holds:
+
+    * grayscale → RGB by repeating the channel; RGB → L by ITU-R 601 luma;
+    * RGBA / LA / palette with transparency → the colour channels, alpha dropped;
+    * CMYK / YCbCr → RGB through PIL's conversion;
+    * 16-bit (``I;16``) and 32-bit integer/float → scaled to the target range, keeping precision in
+      ``float32``.
+
+    ``dtype="uint8"`` gives 0..255; ``"float32"`` gives 0..1.
+
+    Raises:
+        ImageReadError: missing, zero-byte, not an image, truncated/corrupt, or more than
+            ``max_pixels`` pixels (decompression-bomb guard), always naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: image file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageReadError(
+                        f"{path}: {width}×{height} image exceeds the {max_pixels}-pixel limit "
+                        "(possible decompression bomb)"
+                    )
+                img.load()
+                array = _to_array(img, mode, dtype)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a recognised image file") from None
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, IndexError,
+            KeyError, RuntimeError, AttributeError, ZeroDivisionError, OverflowError) as exc:
+        # PIL's decoders raise a zoo of types for corrupt input; they all mean the same to the user.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageReadError(f"{path}: unreadable or truncated image ({reason[:200]})") from None
+    return array
+
+
+def _to_array(img: Image.Image, mode: str, dtype: str) -> np.ndarray:
+    if img.width == 0 or img.height == 0:
+        raise ValueError("image has zero width or height")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        data = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
+        data = np.clip(data / peak, 0.0, 1.0)
+        data = np.repeat(data[..., None], 3, axis=2) if mode == "RGB" else data
+        return data.astype(np.float32) if dtype == "float32" else np.round(data * 255).astype(np.uint8)
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if mode == "RGB":
+        img = img.convert("RGB")
+    else:
+        img = img.convert("RGB").convert("L") if img.mode not in ("L", "1") else img.convert("L")
+    data = np.asarray(img, dtype=np.uint8)
+    return data.astype(np.float32) / 255.0 if dtype == "float32" else data.copy()
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:
+    """Write an image atomically (temp file + rename); the format follows the suffix.
+
+    Accepts a ``(C, H, W)`` / ``(H, W)`` tensor or ``(H, W, C)`` / ``(H, W)`` array; floats are taken
+    as 0..1 and clipped, integers as 0..255.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = to_numpy_image(image)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_numpy_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``uint8`` ``(H, W, 3)`` or ``(H, W)`` from a CHW tensor or HWC array (floats in 0..1)."""
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach().to("cpu", torch.float32)
+        if tensor.dim() == 4:
+            if tensor.shape[0] != 1:
+                raise ValueError(f"expected a single image, got a batch of shape {tuple(tensor.shape)}")
+            tensor = tensor[0]
+        if tensor.dim() == 3:
+            tensor = tensor[0] if tensor.shape[0] == 1 else tensor.permute(1, 2, 0)
+        array = tensor.numpy()
+    else:
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+    if array.dtype != np.uint8:
+        array = np.clip(np.nan_to_num(array.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` / ``(H, W)`` uint8 or float array → ``(C, H, W)`` float32 tensor in 0..1."""
+    data = torch.from_numpy(np.ascontiguousarray(array))
+    if data.dim() == 2:
+        data = data.unsqueeze(-1)
+    data = data.permute(2, 0, 1)
+    return data.float().div_(255.0) if data.dtype == torch.uint8 else data.float()
+
+
+def list_images(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+                recursive: bool = False) -> list[Path]:
+    """Sorted image files in ``folder``; a missing, non-folder or image-less folder is a :class:`DataError`."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{folder}: no images found (looked for {', '.join(sorted(exts))})")
+    return files
+
+
+def pair_by_stem(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
+                 extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[tuple[Path, Path]]:
+    """Pair the images of two folders by file name without extension (``x.jpg`` ↔ ``x.png``).
+
+    Raises :class:`DataError` naming the first unpaired files on either side, or a stem that appears
+    twice in one folder (``x.png`` and ``x.jpg``), since silently dropping training pairs hides bugs.
+    """
+    exts = tuple(extensions)
+    side_a, side_b = _by_stem(list_images(dir_a, exts)), _by_stem(list_images(dir_b, exts))
+    only_a = sorted(set(side_a) - set(side_b))
+    only_b = sorted(set(side_b) - set(side_a))
+    if only_a:
+        raise DataError(f"{side_a[only_a[0]]}: no matching file in {dir_b} "
+                        f"({len(only_a)} unpaired in {dir_a}: {', '.join(only_a[:5])})")
+    if only_b:
+        raise DataError(f"{side_b[only_b[0]]}: no matching file in {dir_a} "
+                        f"({len(only_b)} unpaired in {dir_b}: {', '.join(only_b[:5])})")
+    return [(side_a[stem], side_b[stem]) for stem in sorted(side_a)]
+
+
+def _by_stem(files: Sequence[Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in files:
+        if path.stem in found:
+            raise DataError(f"{path}: two files share the name '{path.stem}' ({found[path.stem].name}, {path.name})")
+        found[path.stem] = path
+    return found
+
+
+def make_grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]], padding: int = 2) -> np.ndarray:
+    """Tile images into one uint8 ``(H, W, 3)`` grid: ``rows[i][j]`` goes to row ``i``, column ``j``.
+
+    Each cell may be a CHW tensor or HWC array, 1 or 3 channels, floats in 0..1; cells are placed at
+    the top-left of their slot, slots sized by the largest cell.
+    """
+    cells = [[_rgb(to_numpy_image(c)) for c in row] for row in rows]
+    if not cells or not any(cells):
+        raise ValueError("make_grid needs at least one image")
+    cell_h = max(c.shape[0] for row in cells for c in row)
+    cell_w = max(c.shape[1] for row in cells for c in row)
+    n_cols = max(len(row) for row in cells)
+    grid = np.full(((cell_h + padding) * len(cells) + padding, (cell_w + padding) * n_cols + padding, 3),
+                   255, dtype=np.uint8)
+    for i, row in enumerate(cells):
+        for j, cell in enumerate(row):
+            top, left = padding + i * (cell_h + padding), padding + j * (cell_w + padding)
+            grid[top : top + cell.shape[0], left : left + cell.shape[1]] = cell
+    return grid
+
+
+def save_image_grid(path: str | os.PathLike, rows: Sequence[Sequence[torch.Tensor | np.ndarray]],
+                    padding: int = 2) -> Path:
+    """Save :func:`make_grid` of ``rows`` (e.g. one row per sample: input | output | target | mask)."""
+    return save_image(path, make_grid(rows, padding))
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]

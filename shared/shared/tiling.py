@@ -1,0 +1,327 @@
+"""Sliding-window tiling and blended stitching, so a convolutional model runs on any image size.
+
+Shape contract (``t`` = tile size, ``s`` = a model output's scale, e.g. 2 for a ×2 SR head):
+
+* :func:`tile_tensor` ``(B, C, H, W) -> (N*B, C, t, t)`` plus ``N`` ``(top, left)`` corners, tile-major.
+* :func:`stitch_tiles` ``(N*B, C', t·s, t·s) -> (B, C', H·s, W·s)``, weights normalised by their sum.
+* :func:`tiled_forward` ``fn: (b, C, t, t) -> (b, C', t·s, t·s)`` (or a tuple/dict of such, each with its
+  own ``C'`` and ``s``) applied to an image ``(B, C, H, W)`` → the same structure at ``(B, C', H·s, W·s)``.
+
+Tiles start every ``t - overlap`` pixels and the last row/column is aligned with the image edge, so
+no image size is special; an image smaller than a tile is reflect-padded up to it and the result is
+cropped back. Because blend weights are strictly positive and normalised by their sum, stitching
+untouched tiles returns the input exactly, whatever the mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BlendMode = Literal["linear", "gaussian", "constant"]
+BLEND_MODES: tuple[str, ...] = ("linear", "gaussian", "constant")
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one axis: every ``stride`` pixels, the last one flush with the edge."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def _check_tiling(tile_size: int, overlap: int) -> int:
+    if tile_size <= 0:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap must be in [0, tile_size), got overlap={overlap}, tile_size={tile_size}")
+    return tile_size - overlap
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad the bottom/right of ``x`` up to ``height × width`` by reflection (replicate where too small)."""
+    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
+    if pad_h <= 0 and pad_w <= 0:
+        return x
+    pad = (0, max(pad_w, 0), 0, max(pad_h, 0))
+    # Reflection needs the pad to be smaller than the side; a tiny image falls back to replication.
+    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+    return F.pad(x, pad, mode=mode)
+
+
+def tile_positions(height: int, width: int, tile_size: int, overlap: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of every tile covering a ``height × width`` image (row-major)."""
+    stride = _check_tiling(tile_size, overlap)
+    return [(top, left) for top in _starts(height, tile_size, stride) for left in _starts(width, tile_size, stride)]
+
+
+def tile_tensor(x: torch.Tensor, tile_size: int, overlap: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Cut ``x`` into overlapping square tiles.
+
+    Args:
+        x: ``(B, C, H, W)`` or ``(C, H, W)``, any ``H``, ``W``.
+        tile_size: side ``t`` of each tile.
+        overlap: pixels shared by neighbouring tiles, ``0 <= overlap < t``.
+
+    Returns:
+        ``tiles`` of shape ``(N*B, C, t, t)`` (``(N, C, t, t)`` for a 3-D input), tile-major, on
+        ``x.device``; and the ``N`` ``(top, left)`` corners in the padded image.
+    """
+    if x.dim() not in (3, 4):
+        raise ValueError(f"tile_tensor expects (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
+    batched = x.unsqueeze(0) if x.dim() == 3 else x
+    height, width = batched.shape[-2:]
+    padded = _pad_to(batched, max(height, tile_size), max(width, tile_size))
+    positions = tile_positions(padded.shape[-2], padded.shape[-1], tile_size, overlap)
+    tiles = torch.cat([padded[..., top : top + tile_size, left : left + tile_size] for top, left in positions], dim=0)
+    return tiles, positions
+
+
+def create_blend_weight(
+    tile_size: int,
+    overlap: int,
+    mode: str = "linear",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A ``(t, t)`` map of strictly positive blend weights for one tile.
+
+    * ``linear``: feathering — weight ramps up over ``overlap`` pixels from each edge, 1 inside.
+    * ``gaussian``: a centred Gaussian with sigma = t/8 (MONAI's default), floored at 1e-3.
+    * ``constant``: uniform averaging.
+    """
+    if mode not in BLEND_MODES:
+        raise ValueError(f"unknown blend mode '{mode}'; choose one of {', '.join(BLEND_MODES)}")
+    coords = torch.arange(tile_size, dtype=torch.float64)
+    if mode == "constant" or (mode == "linear" and overlap == 0):
+        ramp = torch.ones(tile_size, dtype=torch.float64)
+    elif mode == "linear":
+        distance_to_edge = torch.minimum(coords + 1, tile_size - coords)
+        ramp = (distance_to_edge / (overlap + 1)).clamp(max=1.0)
+    else:
+        sigma = tile_size * 0.125
+        ramp = torch.exp(-((coords - (tile_size - 1) / 2) ** 2) / (2 * sigma**2))
+    weight = torch.outer(ramp, ramp)
+    if mode == "gaussian":
+        weight = (weight / weight.max()).clamp(min=1e-3)
+    return weight.to(device=device, dtype=dtype)
+
+
+def stitch_tiles(
+    tiles: torch.Tensor,
+    positions: Sequence[tuple[int, int]],
+    out_shape: Sequence[int],
+    overlap: int,
+    mode: str = "linear",
+) -> torch.Tensor:
+    """Blend tiles from :func:`tile_tensor` back into one image of ``out_shape``.
+
+    Args:
+        tiles: ``(N*B, C, t, t)`` tile-major (or ``(N, C, t, t)`` for a 3-D ``out_shape``).
+        positions: the ``N`` corners :func:`tile_tensor` returned.
+        out_shape: ``(B, C, H, W)`` or ``(C, H, W)`` of the unpadded image.
+        overlap: the overlap used for tiling.
+        mode: blend mode (see :func:`create_blend_weight`).
+
+    Returns:
+        The image, on the tiles' device, in float32 (or the tiles' float dtype if wider).
+    """
+    squeeze = len(out_shape) == 3
+    batch, channels, height, width = (1, *out_shape) if squeeze else tuple(out_shape)
+    tile_h, tile_w = tiles.shape[-2:]
+    if tile_h != tile_w:
+        raise ValueError(f"tiles must be square, got {tile_h}×{tile_w}")
+    if tiles.shape[0] != len(positions) * batch:
+        raise ValueError(f"expected {len(positions) * batch} tiles for {len(positions)} positions × batch {batch}")
+    padded_h, padded_w = max(height, tile_h), max(width, tile_w)
+    dtype = torch.promote_types(tiles.dtype, torch.float32)
+    out = torch.zeros((batch, channels, padded_h, padded_w), device=tiles.device, dtype=dtype)
+    weight_sum = torch.zeros((padded_h, padded_w), device=tiles.device, dtype=dtype)
+    weight = create_blend_weight(tile_h, overlap, mode, device=tiles.device, dtype=dtype)
+    for index, (top, left) in enumerate(positions):
+        chunk = tiles[index * batch : (index + 1) * batch].to(dtype)
+        out[..., top : top + tile_h, left : left + tile_w] += chunk * weight
+        weight_sum[top : top + tile_h, left : left + tile_w] += weight
+    out = (out / weight_sum)[..., :height, :width]
+    return out[0] if squeeze else out
+
+
+def _flatten(output: Any) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], Any]]:
+    """Outputs as a list, plus a function that rebuilds the caller's structure."""
+    if isinstance(output, torch.Tensor):
+        return [output], lambda parts: parts[0]
+    if isinstance(output, dict):
+        keys = list(output)
+        return [output[k] for k in keys], lambda parts: dict(zip(keys, parts, strict=True))
+    if isinstance(output, (tuple, list)):
+        kind = type(output)
+        return list(output), lambda parts: kind(parts)
+    raise TypeError(f"tiled_forward: fn must return a tensor, tuple, list or dict of tensors, got {type(output)}")
+
+
+def _batches(count: int, size: int) -> Iterator[range]:
+    for start in range(0, count, size):
+        yield range(start, min(start + size, count))
+
+
+def tiled_forward(
+    fn: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    mode: str = "linear",
+    scale: float = 1,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> Any:
+    """Run ``fn`` over overlapping tiles of ``x`` and blend the results into full-size outputs.
+
+    Args:
+        fn: maps a batch of tiles ``(b, C, t, t)`` to a tensor ``(b, C', t·s, t·s)`` or a tuple/list/dict
+            of such tensors (each output may have its own channel count and scale ``s``).
+        x: ``(B, C, H, W)`` or ``(C, H, W)``; any size.
+        tile_size, overlap: tiling geometry in input pixels (``0 <= overlap < tile_size``).
+        batch_size: tiles per call of ``fn``; peak memory is the outputs plus this many tiles.
+        mode: blend mode, ``linear`` (feathering), ``gaussian`` or ``constant``.
+        scale: the expected scale of the first output (e.g. 2 for ×2 super-resolution); further
+            outputs' scales are read from their tile sizes (0.5 for a half-resolution mask).
+        device: where ``fn`` runs (default ``x.device``); tiles go there in batches and results come
+            back, so an image in CPU memory can be processed on a GPU.
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast around ``fn``.
+        channels_last: feed tiles to ``fn`` in channels-last memory format (faster convs on CPU/CUDA).
+
+    Returns:
+        The same structure ``fn`` returns, each tensor ``(B, C', H·s, W·s)`` (no batch dimension for a
+        3-D ``x``), float32, on ``x.device``.
+    """
+    from shared.amp import autocast
+
+    if x.dim() not in (3, 4):
+        raise ValueError(f"tiled_forward expects (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    squeeze = x.dim() == 3
+    image = x.unsqueeze(0) if squeeze else x
+    compute_device = torch.device(device) if device is not None else image.device
+    batch, channels, height, width = image.shape
+    padded = _pad_to(image, max(height, tile_size), max(width, tile_size))
+    padded_h, padded_w = padded.shape[-2:]
+    positions = tile_positions(padded_h, padded_w, tile_size, overlap)
+    jobs = [(b, top, left) for (top, left) in positions for b in range(batch)]
+
+    outputs: list[torch.Tensor] | None = None
+    weights: list[torch.Tensor] = []
+    scales: list[float] = []
+    rebuild: Callable[[list[torch.Tensor]], Any] | None = None
+    tile_buffer = torch.empty((min(batch_size, len(jobs)), channels, tile_size, tile_size),
+                              dtype=padded.dtype, device=padded.device)
+
+    # Only fn runs in inference mode: buffers made there would be inference tensors, which callers
+    # could not modify in place or use next to autograd afterwards.
+    with torch.no_grad():
+        for job_range in _batches(len(jobs), batch_size):
+            tiles = tile_buffer[: len(job_range)]
+            for slot, job_index in enumerate(job_range):
+                b, top, left = jobs[job_index]
+                tiles[slot].copy_(padded[b, :, top : top + tile_size, left : left + tile_size])
+            inputs = tiles.to(compute_device, non_blocking=True)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), autocast(compute_device, precision):
+                result = fn(inputs)
+            parts, rebuild_fn = _flatten(result)
+            if outputs is None:
+                rebuild = rebuild_fn
+                outputs, weights, scales = _allocate_outputs(
+                    parts, image.device, batch, padded_h, padded_w, tile_size, overlap, mode, scale
+                )
+            for part, out, weight, s in zip(parts, outputs, weights, scales, strict=True):
+                part = part.to(device=image.device, dtype=out.dtype)
+                size = weight.shape[-1]
+                for slot, job_index in enumerate(job_range):
+                    b, top, left = jobs[job_index]
+                    top_s, left_s = int(top * s), int(left * s)
+                    out[b, :, top_s : top_s + size, left_s : left_s + size].addcmul_(part[slot], weight)
+
+        assert outputs is not None and rebuild is not None
+        results = []
+        for out, weight, s in zip(outputs, weights, scales, strict=True):
+            weight_sum = _weight_sum(positions, weight, int(round(padded_h * s)), int(round(padded_w * s)), s)
+            out.div_(weight_sum)
+            cropped = out[..., : int(round(height * s)), : int(round(width * s))]
+            results.append(cropped[0] if squeeze else cropped)
+    return rebuild(results)
+
+
+def _allocate_outputs(parts, device, batch, padded_h, padded_w, tile_size, overlap, mode, scale):
+    outputs, weights, scales = [], [], []
+    for index, part in enumerate(parts):
+        if part.dim() != 4 or part.shape[-1] != part.shape[-2]:
+            raise ValueError(f"tiled_forward: output {index} must be (b, C, s·t, s·t), got {tuple(part.shape)}")
+        s = part.shape[-1] / tile_size
+        if index == 0 and not math.isclose(s, scale):
+            raise ValueError(
+                f"tiled_forward: fn returned {part.shape[-1]}px tiles for {tile_size}px inputs "
+                f"(scale {s:g}) but scale={scale:g} was given"
+            )
+        if not (overlap * s).is_integer():
+            raise ValueError(f"tiled_forward: overlap {overlap} × output scale {s:g} is not a whole pixel count")
+        outputs.append(torch.zeros((batch, part.shape[1], int(round(padded_h * s)), int(round(padded_w * s))),
+                                   device=device, dtype=torch.float32))
+        weights.append(create_blend_weight(part.shape[-1], int(overlap * s), mode, device=device))
+        scales.append(s)
+    return outputs, weights, scales
+
+
+def _weight_sum(positions, weight: torch.Tensor, height: int, width: int, s: float) -> torch.Tensor:
+    total = torch.zeros((height, width), device=weight.device, dtype=weight.dtype)
+    size = weight.shape[-1]
+    for top, left in positions:
+        top_s, left_s = int(top * s), int(left * s)
+        total[top_s : top_s + size, left_s : left_s + size] += weight
+    return total
+
+
+def patch_grid(height: int, width: int, patch_size: int, stride: int) -> list[tuple[int, int]]:
+    """``(top, left)`` corners of training patches over a ``height × width`` image, row-major.
+
+    Patches start every ``stride`` pixels; when the last regular patch stops short of the edge, one
+    more patch is added that crosses it, to be reflect-padded by the caller (see :func:`extract_patch`).
+    So every pixel lies in some patch, and patch size never changes. An image no larger than one
+    patch gives the single patch ``(0, 0)``.
+    """
+    if patch_size <= 0 or stride <= 0:
+        raise ValueError(f"patch_size and stride must be positive, got {patch_size}, {stride}")
+
+    def starts(length: int) -> list[int]:
+        if length <= patch_size:
+            return [0]
+        origins = list(range(0, length - patch_size + 1, stride))
+        if origins[-1] + patch_size < length:
+            origins.append(origins[-1] + stride)
+        return origins
+
+    return [(top, left) for top in starts(height) for left in starts(width)]
+
+
+def extract_patch(image: np.ndarray, top: int, left: int, patch_size: int) -> np.ndarray:
+    """A ``patch_size`` square of an ``(H, W, ...)`` array; outside the image it mirrors the border.
+
+    The mirroring repeats the edge pixel (``fedcba|abcdef``), as OpenCV's ``BORDER_REFLECT`` does.
+    """
+    height, width = image.shape[:2]
+    patch = image[top : top + patch_size, left : left + patch_size]
+    pad_h, pad_w = patch_size - patch.shape[0], patch_size - patch.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return patch
+    pad = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2)
+    # 'symmetric' repeats the edge pixel like cv2.BORDER_REFLECT; np.pad handles pads larger than the side.
+    return np.pad(patch, pad, mode="symmetric")
