@@ -181,6 +181,7 @@ def tiled_forward(
     device: torch.device | str | None = None,
     precision: str = "fp32",
     channels_last: bool = False,
+    margin: int = 0,
 ) -> Any:
     """Run ``fn`` over overlapping tiles of ``x`` and blend the results into full-size outputs.
 
@@ -197,6 +198,10 @@ def tiled_forward(
             back, so an image in CPU memory can be processed on a GPU.
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast around ``fn``.
         channels_last: feed tiles to ``fn`` in channels-last memory format (faster convs on CPU/CUDA).
+        margin: input pixels along each *interior* tile edge (one shared with a neighbour) that get
+            zero weight, as in the U-Net overlap-tile strategy; with ``margin`` at least half the
+            model's receptive field and ``overlap > 2 * margin``, the result equals the untiled forward.
+            Edges on the image border always keep their weight, so every pixel stays covered.
 
     Returns:
         The same structure ``fn`` returns, each tensor ``(B, C', H·s, W·s)`` (no batch dimension for a
@@ -208,6 +213,8 @@ def tiled_forward(
         raise ValueError(f"tiled_forward expects (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if margin < 0 or (margin > 0 and overlap <= 2 * margin):
+        raise ValueError(f"margin must satisfy 0 <= 2*margin < overlap, got margin={margin}, overlap={overlap}")
     squeeze = x.dim() == 3
     image = x.unsqueeze(0) if squeeze else x
     compute_device = torch.device(device) if device is not None else image.device
@@ -241,27 +248,62 @@ def tiled_forward(
             if outputs is None:
                 rebuild = rebuild_fn
                 outputs, weights, scales = _allocate_outputs(
-                    parts, image.device, batch, padded_h, padded_w, tile_size, overlap, mode, scale
+                    parts, image.device, batch, padded_h, padded_w, tile_size, overlap, mode, scale, margin
                 )
             for part, out, weight, s in zip(parts, outputs, weights, scales, strict=True):
                 part = part.to(device=image.device, dtype=out.dtype)
-                size = weight.shape[-1]
+                size = int(round(tile_size * s))
                 for slot, job_index in enumerate(job_range):
                     b, top, left = jobs[job_index]
                     top_s, left_s = int(top * s), int(left * s)
-                    out[b, :, top_s : top_s + size, left_s : left_s + size].addcmul_(part[slot], weight)
+                    tile_weight = weight(_inner_sides(top, left, tile_size, padded_h, padded_w))
+                    out[b, :, top_s : top_s + size, left_s : left_s + size].addcmul_(part[slot], tile_weight)
 
         assert outputs is not None and rebuild is not None
         results = []
         for out, weight, s in zip(outputs, weights, scales, strict=True):
-            weight_sum = _weight_sum(positions, weight, int(round(padded_h * s)), int(round(padded_w * s)), s)
+            weight_sum = _weight_sum(positions, weight, tile_size, padded_h, padded_w, s)
             out.div_(weight_sum)
             cropped = out[..., : int(round(height * s)), : int(round(width * s))]
             results.append(cropped[0] if squeeze else cropped)
     return rebuild(results)
 
 
-def _allocate_outputs(parts, device, batch, padded_h, padded_w, tile_size, overlap, mode, scale):
+def _inner_sides(top: int, left: int, tile: int, height: int, width: int) -> tuple[bool, bool, bool, bool]:
+    """Which tile edges (top, bottom, left, right) face a neighbour rather than the image border."""
+    return top > 0, top + tile < height, left > 0, left + tile < width
+
+
+def _edge_weight(size: int, overlap: int, mode: str, margin: int, inner: tuple[bool, bool, bool, bool],
+                 device) -> torch.Tensor:
+    """One tile's weights: the blend profile toward neighbours, flat (1) toward the image border."""
+    coords = torch.arange(size, dtype=torch.float64)
+
+    def axis(inner_start: bool, inner_end: bool) -> torch.Tensor:
+        ramp = torch.ones(size, dtype=torch.float64)
+        if mode == "linear" and overlap > 0:
+            width = overlap - 2 * margin + 1
+            if inner_start:
+                ramp = torch.minimum(ramp, ((coords - margin + 1) / width).clamp(0, 1))
+            if inner_end:
+                ramp = torch.minimum(ramp, ((size - coords - margin) / width).clamp(0, 1))
+        elif mode == "gaussian":
+            sigma = size * 0.125
+            ramp = torch.exp(-((coords - (size - 1) / 2) ** 2) / (2 * sigma**2)).clamp(min=1e-3)
+        if margin:
+            if inner_start:
+                ramp[:margin] = 0
+            if inner_end:
+                ramp[size - margin :] = 0
+        return ramp
+
+    top, bottom, left, right = inner
+    return torch.outer(axis(top, bottom), axis(left, right)).to(device=device, dtype=torch.float32)
+
+
+def _allocate_outputs(parts, device, batch, padded_h, padded_w, tile_size, overlap, mode, scale, margin):
+    if mode not in BLEND_MODES:
+        raise ValueError(f"unknown blend mode '{mode}'; choose one of {', '.join(BLEND_MODES)}")
     outputs, weights, scales = [], [], []
     for index, part in enumerate(parts):
         if part.dim() != 4 or part.shape[-1] != part.shape[-2]:
@@ -272,21 +314,31 @@ def _allocate_outputs(parts, device, batch, padded_h, padded_w, tile_size, overl
                 f"tiled_forward: fn returned {part.shape[-1]}px tiles for {tile_size}px inputs "
                 f"(scale {s:g}) but scale={scale:g} was given"
             )
-        if not (overlap * s).is_integer():
+        if not (overlap * s).is_integer() or not (margin * s).is_integer():
             raise ValueError(f"tiled_forward: overlap {overlap} × output scale {s:g} is not a whole pixel count")
         outputs.append(torch.zeros((batch, part.shape[1], int(round(padded_h * s)), int(round(padded_w * s))),
                                    device=device, dtype=torch.float32))
-        weights.append(create_blend_weight(part.shape[-1], int(overlap * s), mode, device=device))
+        # At most 9 distinct edge patterns per image: build each weight map once, not once per tile.
+        cache: dict[tuple[bool, ...], torch.Tensor] = {}
+
+        def weight(inner, size=part.shape[-1], ov=int(overlap * s), mg=int(margin * s), cache=cache):
+            if inner not in cache:
+                cache[inner] = _edge_weight(size, ov, mode, mg, inner, device)
+            return cache[inner]
+
+        weights.append(weight)
         scales.append(s)
     return outputs, weights, scales
 
 
-def _weight_sum(positions, weight: torch.Tensor, height: int, width: int, s: float) -> torch.Tensor:
-    total = torch.zeros((height, width), device=weight.device, dtype=weight.dtype)
-    size = weight.shape[-1]
+def _weight_sum(positions, weight, tile_size: int, padded_h: int, padded_w: int, s: float) -> torch.Tensor:
+    height, width = int(round(padded_h * s)), int(round(padded_w * s))
+    size = int(round(tile_size * s))
+    total = torch.zeros((height, width), dtype=torch.float32, device=weight((False,) * 4).device)
     for top, left in positions:
         top_s, left_s = int(top * s), int(left * s)
-        total[top_s : top_s + size, left_s : left_s + size] += weight
+        total[top_s : top_s + size, left_s : left_s + size] += weight(
+            _inner_sides(top, left, tile_size, padded_h, padded_w))
     return total
 
 
