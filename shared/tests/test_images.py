@@ -1,0 +1,113 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from shared.errors import DataError
+from shared.images import (
+    ImageReadError,
+    list_images,
+    make_grid,
+    pair_by_stem,
+    read_image,
+    save_image,
+    save_image_grid,
+    to_tensor,
+)
+
+
+def _save(path, array, mode=None):
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+def test_rgb_round_trip(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    path = save_image(tmp_path / "sub" / "a.png", rgb)
+    assert np.array_equal(read_image(path), rgb)
+    assert read_image(path, dtype="float32").max() <= 1.0
+    assert read_image(path, mode="L").shape == (7, 9)
+
+
+def test_conversions(tmp_path):
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    out = read_image(_save(tmp_path / "g.png", gray))
+    assert out.shape == (3, 4, 3) and np.array_equal(out[..., 1], gray)
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0
+    assert read_image(_save(tmp_path / "a.png", rgba))[0, 0].tolist() == [200, 0, 0]  # alpha dropped
+    deep = (np.arange(4, dtype=np.uint16).reshape(2, 2) * 20000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    as_float = read_image(tmp_path / "d.png", dtype="float32")
+    assert as_float.shape == (2, 2, 3)
+    assert np.allclose(as_float[..., 0], deep / 65535.0, atol=1e-6)
+    Image.new("CMYK", (3, 3), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    red = read_image(tmp_path / "c.jpg")
+    assert red.shape == (3, 3, 3) and red[1, 1, 0] > 200 and red[1, 1, 1] < 60
+
+
+def test_bad_files_name_the_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"hello")
+    full = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 7).save(full, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(full.getvalue()[:200])
+    cases = {"empty.png": "empty", "text.png": "not a recognised image", "cut.jpg": "truncated",
+             "missing.png": "not found"}
+    for name, reason in cases.items():
+        with pytest.raises(ImageReadError, match=reason) as info:
+            read_image(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+
+
+def test_decompression_bomb_guard(tmp_path):
+    _save(tmp_path / "big.png", np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(ImageReadError, match="exceeds the 5000-pixel limit"):
+        read_image(tmp_path / "big.png", max_pixels=5000)
+
+
+def test_list_and_pair(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for stem in ("x", "y"):
+        _save(tmp_path / "a" / f"{stem}.png", np.zeros((2, 2, 3), np.uint8))
+        _save(tmp_path / "b" / f"{stem}.jpg", np.zeros((2, 2, 3), np.uint8))
+    pairs = pair_by_stem(tmp_path / "a", tmp_path / "b")
+    assert [(p.name, q.name) for p, q in pairs] == [("x.png", "x.jpg"), ("y.png", "y.jpg")]
+    _save(tmp_path / "a" / "z.png", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(DataError, match=r"z\.png: no matching file"):
+        pair_by_stem(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(DataError, match="folder not found"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        list_images(tmp_path / "c")
+
+
+def test_grid_layout(tmp_path):
+    a = torch.zeros(3, 4, 5)
+    b = torch.ones(1, 4, 5)
+    grid = make_grid([[a, b], [b]], padding=1)
+    assert grid.shape == ((4 + 1) * 2 + 1, (5 + 1) * 2 + 1, 3)
+    assert grid[1, 1].tolist() == [0, 0, 0] and grid[1, 7].tolist() == [255, 255, 255]
+    path = save_image_grid(tmp_path / "g.png", [[a, b]])
+    assert read_image(path).shape == (4 + 2 * 2, 5 * 2 + 3 * 2, 3)
+    assert to_tensor(read_image(path)).shape == (3, 8, 16)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2048), prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM",
+                                                              b"GIF89a", b"II*\x00", b"RIFF"]))
+def test_fuzzed_bytes_give_an_image_or_the_documented_error(tmp_path, data, prefix):
+    path = tmp_path / "fuzz.img"
+    path.write_bytes(prefix + data)
+    try:
+        image = read_image(path, max_pixels=4096 * 4096)
+    except ImageReadError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
