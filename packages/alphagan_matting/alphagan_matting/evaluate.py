@@ -1,0 +1,68 @@
+"""Evaluation: SAD, MSE, Gradient and Connectivity errors of predicted alphas vs GT, as JSON + table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from alphagan_matting.losses.metrics import compute_metrics
+from alphagan_matting.utils import read_alpha, read_trimap
+from shared.errors import DataError, cli_entry
+from shared.images import list_images, pair_by_stem
+
+
+def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> dict:
+    """Per-image and mean metrics over the unknown region of each trimap."""
+    pairs = pair_by_stem(pred_dir, gt_dir)
+    trimaps = {p.stem: p for p in list_images(trimap_dir)}
+    per_image = {}
+    for pred_path, gt_path in pairs:
+        if pred_path.stem not in trimaps:
+            raise DataError(f"{pred_path}: no trimap with stem '{pred_path.stem}' in {trimap_dir}")
+        pred, gt = read_alpha(pred_path), read_alpha(gt_path)
+        trimap = read_trimap(trimaps[pred_path.stem])
+        for name, arr, path in (("prediction", pred, pred_path), ("trimap", trimap, trimaps[pred_path.stem])):
+            if arr.shape != gt.shape:
+                raise DataError(f"{path}: {name} is {arr.shape[1]}x{arr.shape[0]} but {gt_path} is "
+                                f"{gt.shape[1]}x{gt.shape[0]}")
+        per_image[pred_path.stem] = compute_metrics(pred.astype(np.float64), gt.astype(np.float64), trimap).as_dict()
+    keys = ("SAD", "MSE", "Grad", "Conn")
+    mean = {k: float(np.mean([m[k] for m in per_image.values()])) for k in keys}
+    return {"mean": mean, "per_image": per_image, "count": len(per_image)}
+
+
+def format_table(result: dict) -> str:
+    keys = ("SAD", "MSE", "Grad", "Conn")
+    width = max([len("image"), len("mean")] + [len(s) for s in result["per_image"]])
+    lines = [f"{'image':<{width}}  " + "  ".join(f"{k:>10}" for k in keys)]
+    for stem, m in result["per_image"].items():
+        lines.append(f"{stem:<{width}}  " + "  ".join(f"{m[k]:>10.4f}" for k in keys))
+    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{result['mean'][k]:>10.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate.py", description="Matting metrics on folders of alpha mattes.")
+    p.add_argument("--pred", type=Path, required=True, help="folder of predicted alpha PNGs")
+    p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth alphas (matched by stem)")
+    p.add_argument("--trimap", type=Path, required=True, help="folder of trimaps (0/128/255, matched by stem)")
+    p.add_argument("--output", type=Path, default=Path("metrics.json"), help="JSON file to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    result = evaluate_folders(args.pred, args.gt, args.trimap)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(format_table(result))
+    print(f"wrote {args.output}")
+    return result
+
+
+@cli_entry
+def cli(argv: list[str] | None = None) -> None:
+    main(argv)
