@@ -100,6 +100,9 @@ class MLflowTracker(Tracker):
         import mlflow
 
         self._mlflow = mlflow
+        if tracking_uri.startswith("file:"):
+            # MLflow 3 keeps the local mlruns/ file store behind this switch; the specs ask for it.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_experiment(experiment)
         self.run = mlflow.start_run(run_name=run_name)
