@@ -2,6 +2,7 @@
 
 import json
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -86,7 +87,12 @@ def test_wandb_offline(tmp_path, monkeypatch):
     _log(tracker)
     runs = list(run_dir.glob("offline-run-*"))
     assert len(runs) == 1
-    records = _wandb_records(next(runs[0].glob("run-*.wandb")))  # what `wandb sync` would upload
+    # wandb-core may still be flushing its log when finish() returns under load: wait for the exit record.
+    for _ in range(120):
+        records = _wandb_records(next(runs[0].glob("run-*.wandb")))  # what `wandb sync` would upload
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.25)
     history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
     assert [h["_step"] for h in history] == [0, 1, 2]
