@@ -1,0 +1,131 @@
+"""MultiViewPBRGenerator: shared per-view encoder → ViT cross-view fusion → UNet decoder → four maps."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuropbr.models.decoders.unet import PBRHeads, UNetDecoder
+from neuropbr.models.encoders.resnet import ResNetEncoder
+from neuropbr.models.encoders.unet import UNetEncoder
+from neuropbr.models.transformers.vision_transformer import CrossViewFusion
+
+NUM_VIEWS = 3
+INPUT_SKIP_CHANNELS = 32
+
+
+def _model_config(config: Any):
+    """Accept a TrainConfig, a ModelConfig, or their plain-dict forms (as stored in checkpoints)."""
+    from neuropbr.train_config import ModelConfig, TrainConfig
+
+    if isinstance(config, TrainConfig):
+        return config.model
+    if isinstance(config, ModelConfig):
+        return config
+    if config is None:
+        return ModelConfig()
+    if isinstance(config, Mapping):
+        if "model" in config and isinstance(config["model"], Mapping):
+            return TrainConfig.from_dict(config).model
+        return TrainConfig.from_dict({"model": config}).model
+    if dataclasses.is_dataclass(config) and hasattr(config, "model"):
+        return TrainConfig.from_dict(dataclasses.asdict(config)).model
+    raise TypeError(f"MultiViewPBRGenerator needs a TrainConfig, ModelConfig or dict, got {type(config).__name__}")
+
+
+class MultiViewPBRGenerator(nn.Module):
+    """Reconstruct albedo, roughness, metallic and normal maps from three rendered views.
+
+    Args:
+        config: a :class:`~neuropbr.train_config.TrainConfig`, its ``model`` section, or either as the
+            plain dict stored in checkpoints (``ckpt['config']``).
+
+    Input: ``views`` of shape ``(B, 3, 3, H, W)`` (three RGB views, normalised with the config's
+    ``transform.mean/std``) or ``(B, 9, H, W)`` (the same, views stacked on channels, as tiled inference
+    feeds it). Any ``H × W``: the input is reflect-padded to a multiple of the encoder's total stride and
+    the outputs are cropped back.
+
+    Output: dict of ``(B, C, H, W)`` tensors:
+    ``albedo`` (3, sigmoid, [0, 1] sRGB), ``roughness`` (1, [0, 1]), ``metallic`` (1, [0, 1]),
+    ``normal`` (3, unit length, [-1, 1], tangent space, OpenGL +Y up).
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__()
+        cfg = _model_config(config)
+        self.config = cfg
+        if cfg.encoder_type == "resnet":
+            self.encoder: nn.Module = ResNetEncoder(cfg.encoder_backbone, cfg.encoder_stride,
+                                                    cfg.encoder_in_channels, cfg.pretrained_path)
+        else:
+            self.encoder = UNetEncoder(list(cfg.encoder_channels), cfg.encoder_in_channels)
+        enc_ch, reductions = self.encoder.channels, self.encoder.reductions
+        self.stride = reductions[-1]
+        self.fusion = CrossViewFusion(
+            enc_ch[-1], cfg.transformer_dim, cfg.transformer_num_heads,
+            cfg.transformer_depth if cfg.use_transformer else 0, cfg.transformer_mlp_ratio, NUM_VIEWS,
+            cfg.transformer_attn_drop, cfg.transformer_proj_drop,
+        )
+        # Skips, deepest first; each fuses the three views' features by concat + 1×1 conv.
+        self.skip_fusers = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(c * NUM_VIEWS, c, 1), nn.ReLU(inplace=True)) for c in enc_ch[-2::-1]]
+        )
+        skip_ch = list(enc_ch[-2::-1])
+        # Full-resolution detail straight from the views (albedo and fine normals live there).
+        self.input_skip = nn.Sequential(
+            nn.Conv2d(cfg.encoder_in_channels * NUM_VIEWS, INPUT_SKIP_CHANNELS, 3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.full_res_in_encoder = reductions[0] == 1
+        if self.full_res_in_encoder:
+            skip_ch[-1] += INPUT_SKIP_CHANNELS
+        else:
+            skip_ch.append(INPUT_SKIP_CHANNELS)
+        dec_ch = list(cfg.decoder_channels)[: len(skip_ch)]
+        dec_ch += [dec_ch[-1]] * (len(skip_ch) - len(dec_ch))
+        self.decoder = UNetDecoder(cfg.transformer_dim, skip_ch, dec_ch)
+        self.heads = PBRHeads(self.decoder.out_channels)
+        if cfg.freeze_backbone:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MultiViewPBRGenerator:
+        super().train(mode)
+        if self.config.freeze_bn:
+            # Frozen BN: keep running statistics (e.g. from pretrained weights) at small batch sizes.
+            for m in self.encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
+        if views.dim() == 4:
+            b, c, h, w = views.shape
+            views = views.reshape(b, NUM_VIEWS, c // NUM_VIEWS, h, w)
+        if views.dim() != 5 or views.shape[1] != NUM_VIEWS:
+            raise ValueError(f"expected views of shape (B, 3, C, H, W) or (B, 3*C, H, W), got {tuple(views.shape)}")
+        b, v, c, h, w = views.shape
+        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
+        flat = views.reshape(b * v, c, h, w)
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            flat = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+        feats = self.encoder(flat)
+        hp, wp = flat.shape[-2:]
+        fused = self.fusion(feats[-1])
+        skips = []
+        for fuser, feat in zip(self.skip_fusers, feats[-2::-1], strict=True):
+            skips.append(fuser(feat.reshape(b, v * feat.shape[1], *feat.shape[-2:])))
+        detail = self.input_skip(flat.reshape(b, v * c, hp, wp))
+        if self.full_res_in_encoder:
+            skips[-1] = torch.cat([skips[-1], detail], dim=1)
+        else:
+            skips.append(detail)
+        out = self.heads(self.decoder(fused, skips))
+        if pad_h or pad_w:
+            out = {k: t[..., :h, :w] for k, t in out.items()}
+        return out
