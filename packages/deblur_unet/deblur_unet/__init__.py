@@ -1,0 +1,1 @@
+"""GoPro motion deblurring with a U-Net (see README.md)."""

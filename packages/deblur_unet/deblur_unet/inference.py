@@ -1,0 +1,250 @@
+"""Deblur images of any size on CPU (or GPU) with tiled inference; a CLI and a Python API.
+
+Python API, for a serverless handler or a notebook::
+
+    from deblur_unet.inference import Deblurrer
+    deblur = Deblurrer.from_checkpoint("checkpoints/best.pth")   # load weights once ...
+    sharp = deblur(blurry)                                        # ... reuse for every request
+
+    # or, with a model already in hand:
+    from deblur_unet.inference import deblur_image
+    sharp = deblur_image(model, blurry)
+
+``blurry`` is an ``(H, W, 3)`` uint8 array or a PIL image; the result has the same type and size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deblur_unet.data import from_model_range, to_model_range
+from deblur_unet.model import DeblurUNet
+from shared.checkpoint import CheckpointError, load_checkpoint
+from shared.device import DEVICE_CHOICES, resolve_device
+from shared.errors import ConfigError, DataError, cli_entry
+from shared.images import IMAGE_EXTENSIONS, list_images, read_image, save_image
+from shared.tiling import BLEND_MODES, tiled_forward
+
+KIND = "deblur_unet"
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeblurUNet:
+    """Rebuild a :class:`DeblurUNet` from a training checkpoint (``latest.pth``/``best.pth``), in eval mode."""
+    state = load_checkpoint(checkpoint)
+    if state.get("kind") != KIND:
+        raise CheckpointError(f"{checkpoint}: checkpoint was written by '{state.get('kind')}', not '{KIND}'")
+    extra, config = state.get("extra", {}), state.get("config", {})
+    model_config = extra.get("model_config") or {
+        "base_ch": config.get("base_ch", 32), "residual": config.get("residual", False)}
+    model = DeblurUNet(**model_config)
+    try:
+        model.load_state_dict(state["state"]["model"])
+    except (KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{checkpoint}: model weights do not fit DeblurUNet{model_config}: {first[:200]}") from None
+    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+
+
+@dataclass
+class TilingOptions:
+    """How a large image is cut: ``tile_size`` squares overlapping by ``overlap`` pixels, blended by ``blend``."""
+
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    blend: str = "linear"
+    margin: int = 0
+
+    def validate(self) -> None:
+        if self.tile_size < 16 or self.tile_size % 16:
+            raise ConfigError(f"--tile-size must be a multiple of 16 (>= 16), got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size:
+            raise ConfigError(f"--overlap must be in [0, tile size {self.tile_size}), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.blend not in BLEND_MODES:
+            raise ConfigError(f"--blend must be one of {', '.join(BLEND_MODES)}, got {self.blend}")
+        if self.margin < 0 or (self.margin and 2 * self.margin >= self.overlap):
+            raise ConfigError(f"--margin must satisfy 0 <= 2*margin < overlap ({self.overlap}), got {self.margin}")
+
+
+def _as_array(image: Any) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` from an array (uint8, or float in 0..1) or a PIL image."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image, without importing PIL here
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DataError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return array
+
+
+def _like_input(result: np.ndarray, image: Any) -> Any:
+    if hasattr(image, "convert") and hasattr(image, "size"):
+        from PIL import Image
+
+        return Image.fromarray(result)
+    return result
+
+
+def deblur_tensor(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, options: TilingOptions,
+                  device: torch.device | None = None, precision: str = "fp32") -> torch.Tensor:
+    """``(B, 3, H, W)`` in [-1, 1] → same shape, through :func:`shared.tiling.tiled_forward`."""
+    return tiled_forward(fn, x, tile_size=options.tile_size, overlap=options.overlap,
+                         batch_size=options.batch_size, mode=options.blend, device=device,
+                         precision=precision, margin=options.margin)
+
+
+def deblur_image(model: Callable[[torch.Tensor], torch.Tensor], image: Any, tile_size: int = 512,
+                 overlap: int = 64, batch_size: int = 4, blend: str = "linear", margin: int = 0,
+                 device: str | torch.device | None = None, precision: str = "fp32") -> Any:
+    """Deblur one image at full resolution with tiling.
+
+    Args:
+        model: a :class:`DeblurUNet` (or any callable mapping ``(b, 3, t, t)`` in [-1, 1] to the same).
+        image: ``(H, W, 3)`` uint8 array (or float in 0..1), or a PIL image; any size.
+        device: where the model runs (default: where its parameters are).
+
+    Returns:
+        The deblurred image as the same type as ``image`` (uint8 array, or PIL image), same size.
+    """
+    options = TilingOptions(tile_size, overlap, batch_size, blend, margin)
+    options.validate()
+    array = _as_array(image)
+    if device is None and isinstance(model, torch.nn.Module):
+        device = next(model.parameters()).device
+    x = to_model_range(array).unsqueeze(0)
+    out = deblur_tensor(model, x, options, torch.device(device) if device else None, precision)
+    return _like_input(from_model_range(out[0]), image)
+
+
+class Deblurrer:
+    """Weights loaded once, reused for every image: what a long-lived server or handler keeps."""
+
+    def __init__(self, model: DeblurUNet, options: TilingOptions | None = None,
+                 device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.options = options or TilingOptions()
+        self.options.validate()
+        self.precision = precision
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", **tiling: Any) -> Deblurrer:
+        """Load ``checkpoint`` once; ``tiling`` are :class:`TilingOptions` fields."""
+        return cls(load_model(checkpoint, "cpu"), TilingOptions(**tiling), device)
+
+    def __call__(self, image: Any) -> Any:
+        o = self.options
+        return deblur_image(self.model, image, o.tile_size, o.overlap, o.batch_size, o.blend, o.margin,
+                            self.device, self.precision)
+
+
+class OnnxDeblurrer:
+    """The same tiling with an ONNX model run by onnxruntime (``pip install 'deblur_unet[onnx]'``)."""
+
+    def __init__(self, onnx_path: str | Path, options: TilingOptions | None = None, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("--onnx needs onnxruntime: install the extra, e.g. uv sync --extra onnx") from None
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: ONNX model not found")
+        session_options = ort.SessionOptions()
+        # Spinning idle threads only steal CPU from the rest of a shared host; latency barely changes.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            session_options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{path}: not a loadable ONNX model: {first[:200]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.options = options or TilingOptions()
+        self.options.validate()
+
+    def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
+        output = self.session.run(None, {self.input_name: tiles.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(output)
+
+    def __call__(self, image: Any) -> Any:
+        o = self.options
+        return deblur_image(self.run_tiles, image, o.tile_size, o.overlap, o.batch_size, o.blend, o.margin,
+                            "cpu")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deblur-infer", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Deblur an image or a folder of images at full resolution (tiled), writing PNGs.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="training checkpoint (best.pth / latest.pth)")
+    source.add_argument("--onnx", help="ONNX model from export.py, run with onnxruntime instead of PyTorch")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--output", required=True,
+                        help="output PNG (for a file input) or folder (for a folder input, or any input)")
+    parser.add_argument("--tile-size", type=int, default=512, help="tile side in pixels")
+    parser.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--blend", choices=BLEND_MODES, default="linear", help="how overlapping tiles are blended")
+    parser.add_argument("--margin", type=int, default=0,
+                        help="pixels at interior tile edges given zero weight (overlap-tile); 2*margin < overlap")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="PyTorch device")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    parser.add_argument("--recursive", action="store_true", help="also deblur images in sub-folders")
+    return parser
+
+
+def _jobs(input_path: Path, output: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    if not input_path.exists():
+        raise DataError(f"{input_path}: input not found")
+    if input_path.is_file():
+        if output.suffix.lower() in IMAGE_EXTENSIONS:
+            return [(input_path, output)]
+        return [(input_path, output / f"{input_path.stem}.png")]
+    if output.suffix.lower() in IMAGE_EXTENSIONS:
+        raise ConfigError(f"{output}: the input {input_path} is a folder, so --output must be a folder")
+    files = list_images(input_path, recursive=recursive)
+    return [(f, (output / f.relative_to(input_path)).with_suffix(".png")) for f in files]
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    options = TilingOptions(args.tile_size, args.overlap, args.batch_size, args.blend, args.margin)
+    options.validate()
+    jobs = _jobs(Path(args.input), Path(args.output), args.recursive)
+    if args.onnx:
+        engine: Any = OnnxDeblurrer(args.onnx, options)
+    else:
+        engine = Deblurrer(load_model(args.checkpoint, "cpu"), options, args.device, args.precision)
+    written = []
+    for source, target in jobs:
+        image = read_image(source)
+        start = time.perf_counter()
+        result = engine(image)
+        elapsed = time.perf_counter() - start
+        written.append(save_image(target, result))
+        print(f"{source} -> {target} ({image.shape[1]}×{image.shape[0]}, {elapsed:.2f} s)")
+    return written
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    run(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
