@@ -71,7 +71,7 @@ def split_pairs(data_dir: str | Path, val_fraction: float, seed: int) -> tuple[l
 # ---------------------------------------------------------------------------------- transforms
 def to_model_range(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 → ``(3, H, W)`` float32 in [-1, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float()  # copy: inputs may be read-only
     return tensor / 127.5 - 1.0
 
 
