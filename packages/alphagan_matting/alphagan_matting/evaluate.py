@@ -11,12 +11,25 @@ import numpy as np
 from alphagan_matting.losses.metrics import compute_metrics
 from alphagan_matting.utils import read_alpha, read_trimap
 from shared.errors import DataError, cli_entry
-from shared.images import list_images, pair_by_stem
+from shared.images import list_images
 
 
 def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> dict:
     """Per-image and mean metrics over the unknown region of each trimap."""
-    pairs = pair_by_stem(pred_dir, gt_dir)
+    # infer.py writes "<stem>_composite.png" previews next to the alphas; they are not predictions.
+    preds = {p.stem: p for p in list_images(pred_dir) if not p.stem.endswith("_composite")}
+    if not preds:
+        raise DataError(f"{pred_dir}: no predicted alpha images found")
+    gts = {p.stem: p for p in list_images(gt_dir)}
+    unpaired = sorted(set(preds) - set(gts))
+    if unpaired:
+        raise DataError(f"{preds[unpaired[0]]}: no ground truth with stem '{unpaired[0]}' in {gt_dir} "
+                        f"({len(unpaired)} unpaired: {', '.join(unpaired[:5])})")
+    missing = sorted(set(gts) - set(preds))
+    if missing:
+        raise DataError(f"{gts[missing[0]]}: no prediction with stem '{missing[0]}' in {pred_dir} "
+                        f"({len(missing)} missing: {', '.join(missing[:5])})")
+    pairs = [(preds[s], gts[s]) for s in sorted(preds)]
     trimaps = {p.stem: p for p in list_images(trimap_dir)}
     per_image = {}
     for pred_path, gt_path in pairs:
