@@ -50,6 +50,9 @@ class DataConfig:
     # ``--synthetic``: procedural materials rendered on the fly (see ``neuropbr.utils.synthetic``).
     synthetic: bool = False
     synthetic_num_samples: int = 16
+    # Seed of the procedural materials (independent of training.seed, so teacher shards and the
+    # student's synthetic loader see the same materials whatever their training seeds).
+    synthetic_seed: int = 0
     # Size used by ``--synthetic`` unless ``--image-size`` is given: a CPU epoch takes seconds.
     synthetic_image_size: int = 64
 

@@ -44,6 +44,7 @@ class MultiViewPBRGenerator(nn.Module):
     Args:
         config: a :class:`~neuropbr.train_config.TrainConfig`, its ``model`` section, or either as the
             plain dict stored in checkpoints (``ckpt['config']``).
+        quiet: skip the "random initialisation" note (weights about to be loaded from a checkpoint).
 
     Input: ``views`` of shape ``(B, 3, 3, H, W)`` (three RGB views, normalised with the config's
     ``transform.mean/std``) or ``(B, 9, H, W)`` (the same, views stacked on channels, as tiled inference
@@ -55,13 +56,13 @@ class MultiViewPBRGenerator(nn.Module):
     ``normal`` (3, unit length, [-1, 1], tangent space, OpenGL +Y up).
     """
 
-    def __init__(self, config: Any = None) -> None:
+    def __init__(self, config: Any = None, quiet: bool = False) -> None:
         super().__init__()
         cfg = _model_config(config)
         self.config = cfg
         if cfg.encoder_type == "resnet":
             self.encoder: nn.Module = ResNetEncoder(cfg.encoder_backbone, cfg.encoder_stride,
-                                                    cfg.encoder_in_channels, cfg.pretrained_path)
+                                                    cfg.encoder_in_channels, cfg.pretrained_path, quiet)
         else:
             self.encoder = UNetEncoder(list(cfg.encoder_channels), cfg.encoder_in_channels)
         enc_ch, reductions = self.encoder.channels, self.encoder.reductions

@@ -33,14 +33,14 @@ class ResNetEncoder(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet50", stride: int = 2, in_channels: int = 3,
-                 pretrained_path: str | None = None) -> None:
+                 pretrained_path: str | None = None, quiet: bool = False) -> None:
         super().__init__()
         if backbone not in _STAGE_CHANNELS:
             raise ValueError(f"unknown ResNet backbone {backbone!r}")
         net = getattr(torchvision.models, backbone)(weights=None)
         if pretrained_path:
             _load_pretrained(net, pretrained_path)
-        else:
+        elif not quiet:
             _say_random_init(backbone)
         if in_channels != 3 or stride != 2:
             old = net.conv1

@@ -1,0 +1,595 @@
+"""Training of the multi-view fusion teacher: config → data → G (+ D) → checkpoints, logs, samples.
+
+Run from the package folder as ``python train.py ...`` (see the README for every flag) or through the
+``neuropbr-train`` console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from tqdm import tqdm
+
+from neuropbr.data import build_dataset, input_size
+from neuropbr.losses.losses import HybridLoss, gan_discriminator_loss
+from neuropbr.maps import maps_for_display, maps_to_tensor, tensor_to_maps
+from neuropbr.models.gan.discriminator import build_discriminator
+from neuropbr.models.generator import MultiViewPBRGenerator
+from neuropbr.train_config import TrainConfig, load_config
+from neuropbr.utils.dataset import train_val_split
+from neuropbr.utils.metrics import MetricAccumulator
+from shared.amp import MixedPrecision
+from shared.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    make_training_state,
+    restore_training_state,
+    save_checkpoint,
+)
+from shared.device import resolve_device
+from shared.distributed import (
+    all_reduce_mean,
+    cleanup_distributed,
+    init_distributed,
+    is_main_process,
+    make_sampler,
+    set_sampler_epoch,
+    unwrap_model,
+    wrap_ddp,
+)
+from shared.errors import ConfigError
+from shared.images import make_grid, save_image
+from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.seed import make_generator, seed_everything, seed_worker
+from shared.tracking import TRACKERS, create_tracker
+
+KIND = "neuropbr_teacher"
+
+__all__ = ["KIND", "MultiViewPBRGenerator", "build_arg_parser", "main", "resolve_config", "train"]
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the NeuroPBR multi-view fusion teacher.")
+    p.add_argument("--config", default=None,
+                   help="preset (default, quick_test, lightweight, high_quality, fast_iteration, normal_focused) "
+                        "or a .py file defining get_config()")
+    p.add_argument("--input-dir", help="input/ folder (clean/, dirty/, render_metadata.json)")
+    p.add_argument("--output-dir", help="output/ folder of material map folders")
+    p.add_argument("--metadata-path", help="default: {input-dir}/render_metadata.json")
+    p.add_argument("--synthetic", action="store_true", help="procedural materials rendered on the fly (no dataset)")
+    p.add_argument("--synthetic-samples", type=int, help="number of synthetic materials (data.synthetic_num_samples)")
+    p.add_argument("--render-curriculum", type=int, choices=[0, 1, 2], help="0 clean, 1 clean+dirty, 2 dirty")
+    p.add_argument("--use-dirty", action="store_true", help="legacy: same as --render-curriculum 2")
+    p.add_argument("--image-size", type=int, help="side of inputs and targets (also the synthetic size)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (data.num_workers)")
+    p.add_argument("--checkpoint-dir", help="where checkpoints, samples and logs/ go (training.checkpoint_dir)")
+    p.add_argument("--resume", help="checkpoint to resume from (its config is used; flags given here override)")
+    p.add_argument("--overwrite", action="store_true", help="allow a fresh run in a checkpoint dir that holds one")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="auto = CUDA → MPS → CPU")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="default: fp16 on CUDA when training.use_amp, else fp32")
+    p.add_argument("--tracker", choices=list(TRACKERS), help="default tensorboard (wandb if training.use_wandb)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (bit-exact on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator (Linux + CUDA)")
+    p.add_argument("--pretrained", help="local torchvision ResNet weights for the encoder")
+    p.add_argument("--lr", type=float, help="generator learning rate (optimizer.g_lr)")
+    p.add_argument("--val-ratio", type=float)
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
+    return p
+
+
+def resolve_config(args: argparse.Namespace, resume_state: dict | None = None) -> TrainConfig:
+    """Base config (the checkpoint's on resume, else ``--config``) with the given flags on top."""
+    if resume_state is not None:
+        if args.config:
+            print(f"note: --config {args.config} ignored: resuming uses the checkpoint's config", file=sys.stderr)
+        cfg = TrainConfig.from_dict(resume_state.get("config") or {})
+    else:
+        cfg = load_config(args.config)
+    d, t = cfg.data, cfg.training
+    overrides: list[tuple[Any, str, Any]] = [
+        (d, "input_dir", args.input_dir), (d, "output_dir", args.output_dir),
+        (d, "metadata_path", args.metadata_path), (d, "batch_size", args.batch_size),
+        (d, "num_workers", args.num_workers), (d, "render_curriculum", args.render_curriculum),
+        (d, "synthetic_num_samples", args.synthetic_samples), (d, "val_ratio", args.val_ratio),
+        (t, "epochs", args.epochs), (t, "checkpoint_dir", args.checkpoint_dir), (t, "device", args.device),
+        (t, "precision", args.precision), (t, "tracker", args.tracker), (t, "seed", args.seed),
+        (cfg.model, "pretrained_path", args.pretrained), (cfg.optimizer, "g_lr", args.lr),
+    ]
+    for section, key, value in overrides:
+        if value is not None:
+            setattr(section, key, value)
+    if args.input_dir and not args.metadata_path and resume_state is None:
+        d.metadata_path = None
+    if args.use_dirty:
+        d.use_dirty_renders = True
+        d.render_curriculum = 2
+    if args.synthetic:
+        d.synthetic = True
+    if args.image_size is not None:
+        d.image_size = args.image_size
+        d.synthetic_image_size = args.image_size
+    if args.deterministic:
+        t.deterministic = True
+    if args.compile:
+        t.compile = True
+    return cfg.finalize()
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles ``indices`` with a generator seeded by ``(seed, epoch)``; can skip the first ``skip`` items.
+
+    The order depends on the seed and the epoch alone, so a resumed run sees the same batches, and a
+    run stopped mid-epoch resumes at the next batch.
+    """
+
+    def __init__(self, indices: Sequence[int], seed: int, epoch: int = 0, skip: int = 0) -> None:
+        self.indices = list(indices)
+        self.seed, self.epoch, self.skip = seed, epoch, skip
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self) -> list[int]:
+        gen = make_generator(self.seed * 100_003 + self.epoch)
+        return [self.indices[i] for i in torch.randperm(len(self.indices), generator=gen).tolist()]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.indices) - self.skip)
+
+
+class TeacherCheckpoints(CheckpointManager):
+    """The spec's names: ``best_model.pth``, ``checkpoint_epoch_NNNN.pth``, plus ``latest.pth``."""
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best_model.pth"
+
+
+def make_optimizer(kind: str, params, lr: float, betas: Sequence[float], weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch schedule: cosine with linear warmup to ``scheduler_min_lr``, step, plateau, or none."""
+    o, epochs = cfg.optimizer, cfg.training.epochs
+    if o.scheduler == "cosine":
+        base = optimizer.param_groups[0]["lr"]
+        floor = min(o.scheduler_min_lr / base, 1.0) if base > 0 else 0.0
+        warmup = max(0, o.scheduler_warmup_epochs)
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / (warmup + 1)
+            progress = (epoch - warmup) / max(1, epochs - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if o.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_size, gamma=o.gamma)
+    if o.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=o.patience, factor=o.factor,
+                                                          min_lr=o.scheduler_min_lr)
+    return None
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.training.precision:
+        return cfg.training.precision
+    return "fp16" if cfg.training.use_amp and device.type == "cuda" else "fp32"
+
+
+def resolve_tracker(cfg: TrainConfig) -> str:
+    t = cfg.training
+    if t.tracker:
+        return t.tracker
+    return "wandb" if t.use_wandb else "tensorboard" if t.use_tensorboard else "none"
+
+
+def error_heatmap(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean absolute error over all maps of one sample ``(3, H, W)``, as a blue→red colour map."""
+    p, t = maps_for_display(pred), maps_for_display(target)
+    err = torch.stack([(p[k] - t[k]).abs().mean(dim=0) for k in p]).mean(dim=0)
+    e = (err / err.max().clamp_min(1e-6)).clamp(0, 1)
+    return torch.stack([e.clamp(0, 1), (1 - (2 * e - 1).abs()), (1 - e)])
+
+
+def sample_rows(views: torch.Tensor, pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                mean: torch.Tensor, std: torch.Tensor, limit: int = 4) -> list[list[torch.Tensor]]:
+    """Grid rows: view 0 | 1 | 2 | albedo pred | gt | roughness pred | gt | metallic … | normal … | error."""
+    rows = []
+    p, t = maps_for_display(pred), maps_for_display(target)
+    raw = (views.float().cpu() * std + mean).clamp(0, 1)
+    for b in range(min(limit, views.shape[0])):
+        row = [raw[b, i] for i in range(3)]
+        for key in ("albedo", "roughness", "metallic", "normal"):
+            row += [p[key][b].float().cpu(), t[key][b].float().cpu()]
+        row.append(error_heatmap({k: v[b] for k, v in pred.items()}, {k: v[b] for k, v in target.items()}).cpu())
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+class Trainer:
+    """One training run (fresh or resumed)."""
+
+    def __init__(self, cfg: TrainConfig, resume_state: dict | None, resume_path: str | None,
+                 max_steps_per_epoch: int | None = None) -> None:
+        self.cfg = cfg
+        self.max_steps = max_steps_per_epoch
+        t = cfg.training
+        self.dist = init_distributed()
+        self.device = resolve_device(t.device)
+        seed_everything(t.seed + self.dist.rank, deterministic=t.deterministic)
+        self.precision = resolve_precision(cfg, self.device)
+
+        # Data first: a bad dataset fails before anything is written.
+        self.dataset: Dataset = build_dataset(cfg)
+        self.train_idx, self.val_idx = train_val_split(self.dataset.group_keys, cfg.data.val_ratio, t.seed)
+        if not self.train_idx:
+            raise ConfigError("the train split is empty; lower data.val_ratio or add samples")
+        self.mean = torch.tensor(cfg.transform.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.transform.std).view(1, 3, 1, 1)
+
+        self.ckpt_dir = Path(t.checkpoint_dir)
+
+        self.generator = MultiViewPBRGenerator(cfg).to(self.device)
+        self.use_gan = bool(cfg.model.use_gan and cfg.loss.w_gan > 0)
+        self.discriminator = build_discriminator(cfg.model).to(self.device) if self.use_gan else None
+        o = cfg.optimizer
+        self.opt_g = make_optimizer(o.g_optimizer, self.generator.parameters(), o.g_lr, o.g_betas, o.g_weight_decay)
+        self.opt_d = (make_optimizer(o.d_optimizer, self.discriminator.parameters(), o.d_lr, o.d_betas,
+                                     o.d_weight_decay) if self.discriminator is not None else None)
+        self.sched_g = make_scheduler(self.opt_g, cfg)
+        self.sched_d = make_scheduler(self.opt_d, cfg) if self.opt_d is not None else None
+        self.amp_g = MixedPrecision(self.precision, self.device)
+        self.amp_d = MixedPrecision(self.precision, self.device) if self.use_gan else None
+        self.criterion = HybridLoss(cfg.loss, cfg.model.discriminator_use_sigmoid)
+        self.manager = TeacherCheckpoints(self.ckpt_dir, save_every_n_epochs=0 if t.save_best_only else t.save_every_n_epochs,
+                                          keep_last=t.keep_last_n, monitor="val_loss", mode="min")
+
+        self.start_epoch, self.global_step, self.skip_batches = 0, 0, 0
+        if resume_state is not None:
+            info = restore_training_state(resume_state, self._stateful(), kind=KIND, source=resume_path or "checkpoint")
+            self.start_epoch, self.global_step = info.epoch, info.global_step
+            self.skip_batches = int(info.extra.get("batch_in_epoch", 0))
+            self.manager.best_metric = info.best_metric
+            if is_main_process():
+                where = f" (batch {self.skip_batches})" if self.skip_batches else ""
+                print(f"Resumed from {resume_path}: {info.epoch} epoch(s) done{where}, step {info.global_step}")
+
+        if t.compile:
+            if platform.system() == "Linux" and self.device.type == "cuda":
+                self.generator = torch.compile(self.generator)
+            elif is_main_process():
+                print("note: training.compile ignored (torch.compile is used on Linux + CUDA only)", file=sys.stderr)
+        self.generator = wrap_ddp(self.generator, self.device)
+        if self.discriminator is not None:
+            self.discriminator = wrap_ddp(self.discriminator, self.device)
+
+        self.train_sampler = make_sampler(Subset(self.dataset, self.train_idx), shuffle=True, seed=t.seed)
+        self.epoch_sampler = EpochSampler(self.train_idx, t.seed) if self.train_sampler is None else None
+        self.tracker = None
+        self.no_val_noted = False
+
+    def _stateful(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator, "discriminator": self.discriminator,
+            "optimizer_g": self.opt_g, "optimizer_d": self.opt_d,
+            "scheduler_g": self.sched_g, "scheduler_d": self.sched_d,
+            "amp_g": self.amp_g, "amp_d": self.amp_d,
+        }
+
+    # -- data
+
+    def _loader(self, dataset: Dataset, sampler, shuffle_seed: int, batch_size: int, drop_last: bool) -> DataLoader:
+        d = self.cfg.data
+        workers = max(0, d.num_workers)
+        if d.synthetic and input_size(self.cfg) <= 256:
+            workers = 0  # small synthetic items are cached in this process; workers would regenerate them
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            kwargs.update(persistent_workers=False, prefetch_factor=d.prefetch_factor, worker_init_fn=seed_worker)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                          pin_memory=d.pin_memory and self.device.type == "cuda", drop_last=drop_last,
+                          generator=make_generator(shuffle_seed), **kwargs)
+
+    def train_loader(self, epoch: int, skip: int) -> DataLoader:
+        bs = self.cfg.data.batch_size
+        if self.epoch_sampler is not None:
+            self.epoch_sampler.set_epoch(epoch, skip * bs)
+            return self._loader(self.dataset, self.epoch_sampler, self.cfg.training.seed * 1009 + epoch, bs,
+                                drop_last=len(self.train_idx) > bs)
+        set_sampler_epoch(self.train_sampler, epoch)
+        return self._loader(Subset(self.dataset, self.train_idx), self.train_sampler,
+                            self.cfg.training.seed * 1009 + epoch, bs, drop_last=False)
+
+    def val_loader(self) -> DataLoader | None:
+        if not self.val_idx:
+            return None
+        subset = Subset(self.dataset, self.val_idx)
+        sampler = make_sampler(subset, shuffle=False, seed=0)
+        return self._loader(subset, sampler, 0, self.cfg.data.batch_size, drop_last=False)
+
+    # -- steps
+
+    def _lr(self) -> float:
+        return float(self.opt_g.param_groups[0]["lr"])
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, gan_active: bool) -> dict[str, float]:
+        cfg = self.cfg
+        inputs = inputs.to(self.device, non_blocking=True)
+        target = tensor_to_maps(targets.to(self.device, non_blocking=True))
+        out: dict[str, float] = {}
+        with self.amp_g.autocast():
+            pred = self.generator(inputs)
+        if gan_active:
+            real = maps_to_tensor(target)
+            fake = maps_to_tensor(pred).detach()
+            for _ in range(cfg.training.d_steps_per_g_step):
+                self.opt_d.zero_grad(set_to_none=True)
+                with self.amp_d.autocast():
+                    logits = self.discriminator(torch.cat([real, fake.to(real.dtype)]))
+                    d_real, d_fake = logits.chunk(2)
+                    d_loss = cfg.loss.w_discriminator * gan_discriminator_loss(
+                        d_real, d_fake, cfg.loss.gan_loss_type, cfg.model.discriminator_use_sigmoid)
+                self.amp_d.backward_and_step(d_loss, self.opt_d, max_grad_norm=cfg.training.grad_clip_norm)
+                out["D_loss"] = float(d_loss.detach())
+        fake_out = None
+        with self.amp_g.autocast():
+            if gan_active:
+                disc = unwrap_model(self.discriminator)
+                disc.requires_grad_(False)
+                fake_out = disc(maps_to_tensor(pred))
+            total, parts = self.criterion(pred, target, fake_out)
+        result = self.amp_g.backward_and_step(total, self.opt_g, max_grad_norm=cfg.training.grad_clip_norm)
+        if gan_active:
+            unwrap_model(self.discriminator).requires_grad_(True)
+        out["G_loss"] = float(parts["total"])
+        out.update({k: float(v) for k, v in parts.items() if k != "total"})
+        if result.grad_norm is not None:
+            out["grad_norm_g"] = result.grad_norm
+        return out
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> tuple[float | None, dict[str, float], list | None]:
+        loader = self.val_loader()
+        if loader is None:
+            return None, {}, None
+        gen = self.generator
+        gen.eval()
+        acc, loss_sum, batches, first = MetricAccumulator(), 0.0, 0, None
+        for i, (inputs, targets) in enumerate(loader):
+            if self.cfg.training.val_batches is not None and i >= self.cfg.training.val_batches:
+                break
+            inputs = inputs.to(self.device)
+            target = tensor_to_maps(targets.to(self.device))
+            with self.amp_g.autocast():
+                pred = gen(inputs)
+                total, _ = self.criterion(pred, target)
+            pred = {k: v.float() for k, v in pred.items()}
+            loss_sum += float(total)
+            batches += 1
+            acc.update(pred, target)
+            if first is None:
+                first = (inputs.cpu(), {k: v.cpu() for k, v in pred.items()}, {k: v.cpu() for k, v in target.items()})
+        gen.train()
+        val_loss = all_reduce_mean(loss_sum / max(batches, 1))
+        metrics = {k: all_reduce_mean(v) for k, v in acc.compute().items()}
+        return val_loss, metrics, first
+
+    # -- checkpoints, images
+
+    def save(self, epoch_done: int, metric: float | None, batch_in_epoch: int = 0) -> list[Path]:
+        state = make_training_state(
+            kind=KIND, epoch=epoch_done, global_step=self.global_step, objects=self._stateful(),
+            best_metric=self.manager.best_metric, config=self.cfg.to_dict(),
+            extra={"batch_in_epoch": batch_in_epoch},
+        )
+        # The spec's export snippet reads these keys; torch.save stores each tensor's storage once.
+        state["generator_state_dict"] = state["state"]["generator"]
+        if "discriminator" in state["state"]:
+            state["discriminator_state_dict"] = state["state"]["discriminator"]
+        if batch_in_epoch:
+            return [save_checkpoint(self.manager.latest_path, state)] if is_main_process() else []
+        return self.manager.save(state, epoch_done, metric)
+
+    def log_images(self, epoch_done: int, sample) -> None:
+        if sample is None or not is_main_process():
+            return
+        views, pred, target = sample
+        rows = sample_rows(views, pred, target, self.mean, self.std)
+        grid = make_grid(rows)
+        save_image(self.ckpt_dir / "samples" / f"epoch_{epoch_done:04d}.png", grid)
+        self.tracker.log_image("val/comparison", grid, epoch_done)
+        self.tracker.log_image("val/error_heatmap", make_grid([[r[-1]] for r in rows]), epoch_done)
+        self.tracker.log_image("val/input_views", make_grid([r[:3] for r in rows]), epoch_done)
+
+    # -- loop
+
+    def run(self) -> int:
+        cfg, t = self.cfg, self.cfg.training
+        main = is_main_process()
+        if main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tracker_name = resolve_tracker(cfg)
+        self.tracker = create_tracker(tracker_name, self.ckpt_dir / "logs", project=t.wandb_project,
+                                      run_name=t.wandb_run_name, config=cfg.to_dict())
+        if main:
+            n_params = sum(p.numel() for p in unwrap_model(self.generator).parameters()) / 1e6
+            src = "synthetic" if cfg.data.synthetic else cfg.data.input_dir
+            print(f"NeuroPBR teacher: {cfg.model.encoder_type}/{cfg.model.encoder_backbone} ({n_params:.1f}M params), "
+                  f"GAN {'on from epoch ' + str(t.gan_start_epoch) if self.use_gan else 'off'}, data {src}: "
+                  f"{len(self.train_idx)} train / {len(self.val_idx)} val at {input_size(cfg)}px, "
+                  f"device {self.device}, precision {self.precision}, tracker {tracker_name}")
+        stop = GracefulStop()
+        try:
+            with stop:
+                for epoch in range(self.start_epoch, t.epochs):
+                    status = self.run_epoch(epoch, stop)
+                    if status is not None:
+                        return status
+        finally:
+            self.tracker.finish()
+            cleanup_distributed()
+        return 0
+
+    def run_epoch(self, epoch: int, stop: GracefulStop) -> int | None:
+        t = self.cfg.training
+        main = is_main_process()
+        epoch_no = epoch + 1
+        skip = self.skip_batches if epoch == self.start_epoch else 0
+        loader = self.train_loader(epoch, skip)
+        gan_active = self.use_gan and epoch >= t.gan_start_epoch
+        self.generator.train()
+        total_batches = len(loader) if self.max_steps is None else min(len(loader), self.max_steps)
+        bar = tqdm(loader, total=total_batches, desc=f"Epoch {epoch_no}", disable=not main, dynamic_ncols=True,
+                   file=sys.stdout)
+        sums: dict[str, float] = {}
+        count = 0
+        started = time.time()
+        for batch_index, (inputs, targets) in enumerate(bar, start=skip):
+            if self.max_steps is not None and batch_index >= self.max_steps:
+                break
+            out = self.train_step(inputs, targets, gan_active)
+            self.global_step += 1
+            count += 1
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+            postfix = {"G_loss": f"{sums['G_loss'] / count:.3f}"}
+            if "D_loss" in sums:
+                postfix["D_loss"] = f"{sums['D_loss'] / count:.3f}"
+            bar.set_postfix(postfix)
+            if self.global_step % max(1, t.log_every_n_steps) == 0:
+                metrics = {f"train/{k}": v for k, v in out.items()}
+                metrics["train/lr_g"] = self._lr()
+                if self.opt_d is not None:
+                    metrics["train/lr_d"] = float(self.opt_d.param_groups[0]["lr"])
+                self.tracker.log_metrics(metrics, self.global_step)
+            if stop.should_stop():
+                bar.close()
+                self.save(epoch, None, batch_in_epoch=batch_index + 1)
+                if main:
+                    print(f"Stopped by {stop.signal_name or 'signal'}: saved {self.manager.latest_path} "
+                          f"(epoch {epoch_no}, batch {batch_index + 1}); resume with --resume {self.manager.latest_path}")
+                return EXIT_PREEMPTED
+        bar.close()
+        means = {k: all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
+        if main:
+            print(f"Epoch {epoch_no} Summary:")
+            print(f"  Generator Loss: {means.get('G_loss', float('nan')):.3f}")
+            if "D_loss" in means:
+                print(f"  Discriminator Loss: {means['D_loss']:.3f}")
+            print(f"  Time: {time.time() - started:.1f}s  LR: {self._lr():.2e}")
+        self.tracker.log_metrics({f"epoch/{k}": v for k, v in means.items()} | {"epoch/lr_g": self._lr()}, epoch_no)
+
+        val_loss, val_metrics, sample = None, {}, None
+        if epoch_no % max(1, t.val_every_n_epochs) == 0 or epoch_no == t.epochs:
+            val_loss, val_metrics, sample = self.validate(epoch)
+            if val_loss is not None and main:
+                print(f"[Validation] Epoch {epoch_no} - Loss: {val_loss:.3f}  "
+                      f"PSNR albedo {val_metrics.get('psnr_albedo', 0):.2f} dB  "
+                      f"normal {val_metrics.get('normal_angle_mean', 0):.1f}°")
+                self.tracker.log_metrics({"val/loss": val_loss} | {f"val/{k}": v for k, v in val_metrics.items()},
+                                         epoch_no)
+        monitor = val_loss
+        if monitor is None and self.val_idx == []:
+            monitor = means.get("G_loss")
+            if not self.no_val_noted and main:
+                print("note: no validation split (too few samples); best_model.pth follows the training loss")
+                self.no_val_noted = True
+        if epoch_no % max(1, t.log_images_every_n_epochs) == 0 or epoch_no == t.epochs:
+            if sample is None:
+                sample = self._train_sample()
+            self.log_images(epoch_no, sample)
+
+        for sched in (self.sched_g, self.sched_d):
+            if sched is None:
+                continue
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(monitor if monitor is not None else means.get("G_loss", 0.0))
+            else:
+                with warnings.catch_warnings():
+                    # D's scheduler steps in epochs before the GAN starts, when D has not stepped yet.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    sched.step()
+        was_best = self.manager.is_better(monitor)
+        written = self.save(epoch_no, monitor)
+        if main:
+            for path in written:
+                if path.name.startswith("checkpoint_epoch_"):
+                    print(f"Saved checkpoint: {path}")
+                elif path == self.manager.best_path and was_best:
+                    print(f"Saved best model: {path}")
+        return None
+
+    @torch.no_grad()
+    def _train_sample(self):
+        """A fixed training batch for the image grid when there is no validation split."""
+        idx = self.train_idx[: min(4, len(self.train_idx))]
+        items = [self.dataset[i] for i in idx]
+        inputs = torch.stack([x for x, _ in items])
+        target = tensor_to_maps(torch.stack([y for _, y in items]))
+        self.generator.eval()
+        pred = self.generator(inputs.to(self.device))
+        self.generator.train()
+        return inputs, {k: v.float().cpu() for k, v in pred.items()}, target
+
+
+def train(cfg: TrainConfig, resume_state: dict | None = None, resume_path: str | None = None,
+          max_steps_per_epoch: int | None = None) -> int:
+    """Train with ``cfg``; returns the exit status (0, or ``EXIT_PREEMPTED`` after a signal)."""
+    return Trainer(cfg, resume_state, resume_path, max_steps_per_epoch).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.errors import cli_entry
+
+    return cli_entry(_main)(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    resume_state = load_checkpoint(args.resume) if args.resume else None
+    cfg = resolve_config(args, resume_state)
+    latest = Path(cfg.training.checkpoint_dir) / "latest.pth"
+    if resume_state is None and latest.exists() and not args.overwrite:
+        raise ConfigError(
+            f"{latest}: checkpoint dir already holds a run; resume it with --resume {latest}, "
+            "choose another --checkpoint-dir, or pass --overwrite"
+        )
+    if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
+        raise ConfigError("--max-steps-per-epoch must be >= 1")
+    status = train(cfg, resume_state, args.resume, args.max_steps_per_epoch)
+    if status:
+        raise SystemExit(status)
+    return 0
