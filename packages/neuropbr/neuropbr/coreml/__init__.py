@@ -1,1 +1,0 @@
-"""Core ML conversion of the students and Core ML (or PyTorch reference) inference."""

@@ -1,1 +1,0 @@
-"""Distilled students of the NeuroPBR teacher: models, shard loader, distillation loss, training."""
