@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from tests.benchmarks import bench_tiling
+from tests.benchmarks import bench_data, bench_tiling
 from tests.benchmarks.common import ROOT, machine, run_isolated
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -74,6 +74,7 @@ def main() -> None:
     header = f"Machine: {machine()}. Run: {stamp}{' (--quick: not the documented figures)' if args.quick else ''}."
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     text = replace_section(text, "machine", header)
+    text = replace_section(text, "deblur-data", bench_data.deblur_section(batches=4 if args.quick else 10))
     text = replace_section(text, "tiling", tiling_section(size, repeats, seam_size))
     if args.quick:
         print(text)
