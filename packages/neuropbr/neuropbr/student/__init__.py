@@ -1,0 +1,1 @@
+"""Distilled students of the NeuroPBR teacher: models, shard loader, distillation loss, training."""

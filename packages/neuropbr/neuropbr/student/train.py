@@ -1,0 +1,292 @@
+"""Student distillation training: ``student/train.py`` / ``neuropbr-student-train``.
+
+Reads renders and ground truth from the PNG dataset (``--input-dir``, ``--output-dir``) and the
+teacher's predictions from shards (``--shards-dir``, written by ``teacher_infer.py``), and trains
+one of the students (``--config configs/mobilenetv3_512.py`` …) on the distillation loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from neuropbr.maps import maps_for_display, tensor_to_maps
+from neuropbr.student.config import StudentConfig, config_from_dict, load_student_config
+from neuropbr.student.data import StudentDataset, SyntheticStudentDataset, split_indices
+from neuropbr.student.factory import STUDENT_KIND, build_student
+from neuropbr.student.losses import DistillationLoss
+from shared import distributed as dist
+from shared.amp import PRECISIONS, MixedPrecision
+from shared.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    make_training_state,
+    restore_training_state,
+    save_checkpoint,
+)
+from shared.device import resolve_device
+from shared.errors import ConfigError, cli_entry
+from shared.images import save_image_grid
+from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.seed import make_generator, seed_everything
+from shared.tracking import TRACKERS, create_tracker
+
+BEST_EXPORT = "best_student.pth"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="student/train.py", description="Distil the NeuroPBR teacher into a mobile student.")
+    p.add_argument("--config", default="mobilenetv3_512",
+                   help="student config: configs/<name>.py path or name (mobilenetv3_512, convattn_student, mobilenetv3_2048)")
+    p.add_argument("--shards-dir", help="teacher shards from teacher_infer.py (required unless --synthetic)")
+    p.add_argument("--input-dir", help="renders: input/{clean,dirty}/sample_XXXX/{0,1,2}.png + render_metadata.json")
+    p.add_argument("--output-dir", help="ground truth: output/<material>/{albedo,roughness,metallic,normal}.png")
+    p.add_argument("--metadata-path", help="render_metadata.json (default: <input-dir>/render_metadata.json)")
+    p.add_argument("--checkpoint-dir", default="./checkpoints_student", help="latest/best/periodic checkpoints, logs, samples")
+    p.add_argument("--synthetic", action="store_true", help="procedural materials instead of a dataset (shards optional)")
+    p.add_argument("--synthetic-samples", type=int, default=8, help="materials in the --synthetic dataset (default 8)")
+    p.add_argument("--synthetic-seed", type=int, default=0, help="seed of the --synthetic materials (match teacher_infer.py)")
+    p.add_argument("--render-curriculum", type=int, choices=(0, 1, 2), help="0 clean, 1 clean+dirty, 2 dirty")
+    p.add_argument("--image-size", type=int, help="override input size; output size follows (× sr_scale)")
+    p.add_argument("--epochs", type=int, help="override training.epochs")
+    p.add_argument("--batch-size", type=int, help="override training.batch_size (per process)")
+    p.add_argument("--lr", type=float, help="override training.lr")
+    p.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap steps per epoch (0 = full epoch; smoke tests)")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (default data.num_workers)")
+    p.add_argument("--pretrained", help="local torchvision MobileNetV3-Large ImageNet weights (.pth)")
+    p.add_argument("--device", default=None, help="auto | cuda | mps | cpu (default training.device = auto)")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32 | fp16 | bf16 autocast (default training.precision)")
+    p.add_argument("--seed", type=int, help="override training.seed")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (bit-exact resume on CPU)")
+    p.add_argument("--resume", help="checkpoint to resume from (e.g. checkpoints_student/latest.pth)")
+    p.add_argument("--tracker", choices=TRACKERS, help="tensorboard (default) | mlflow | wandb | none")
+    p.add_argument("--tracker-dir", help="where the tracker writes (default <checkpoint-dir>/logs)")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[StudentConfig, dict | None]:
+    """The run's config: from the checkpoint on ``--resume``, else from ``--config``; then CLI overrides."""
+    resume_state = None
+    if args.resume:
+        resume_state = load_checkpoint(args.resume)
+        if resume_state.get("kind") != STUDENT_KIND:
+            raise ConfigError(f"{args.resume}: not a student training checkpoint (kind={resume_state.get('kind')!r})")
+        cfg = config_from_dict(resume_state.get("config", {}))
+    else:
+        cfg = load_student_config(args.config)
+    d, t = cfg.data, cfg.training
+    if args.image_size:
+        d.image_size = args.image_size
+        d.output_size = args.image_size * cfg.model.sr_scale
+    for attr, section, key in (("epochs", t, "epochs"), ("batch_size", t, "batch_size"), ("lr", t, "lr"),
+                               ("seed", t, "seed"), ("precision", t, "precision"), ("tracker", t, "tracker"),
+                               ("device", t, "device"), ("num_workers", d, "num_workers"),
+                               ("render_curriculum", d, "render_curriculum"), ("pretrained", cfg.model, "pretrained")):
+        value = getattr(args, attr)
+        if value is not None:
+            setattr(section, key, value)
+    if t.epochs < 1 or t.batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be >= 1")
+    return cfg.validate(), resume_state
+
+
+def build_dataset(cfg: StudentConfig, args: argparse.Namespace) -> Dataset:
+    if args.synthetic:
+        if not args.shards_dir:
+            print("note: --synthetic without --shards-dir: distilling from ground truth only", file=sys.stderr)
+        return SyntheticStudentDataset(cfg, args.synthetic_samples, args.synthetic_seed, args.shards_dir)
+    if not args.input_dir or not args.output_dir:
+        raise ConfigError("--input-dir and --output-dir are both required: the student loader reads the original "
+                          "PNG renders and ground-truth maps from disk while the teacher's predictions come from --shards-dir")
+    if not args.shards_dir:
+        raise ConfigError("--shards-dir is required: generate it with teacher_infer.py --shards-dir DIR")
+    return StudentDataset(cfg, args.input_dir, args.output_dir, args.shards_dir, args.metadata_path)
+
+
+@dataclass
+class Batch:
+    views: torch.Tensor
+    target: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor] | None
+
+
+def to_batch(items, device: torch.device) -> Batch:
+    views, target, teacher = (x.to(device, non_blocking=True) for x in items)
+    return Batch(views, tensor_to_maps(target), tensor_to_maps(teacher) if teacher.numel() else None)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """This process's sample order for ``epoch``: a permutation seeded by (seed, epoch), split across
+    ranks, so a resumed run (even mid-epoch) sees exactly the order the interrupted one did."""
+    perm = torch.randperm(n, generator=make_generator(seed * 100_003 + epoch)).tolist()
+    world, rank = dist.get_world_size(), dist.get_rank()
+    per_rank = max(1, math.ceil(n / world))
+    perm = (perm * (1 + per_rank * world // max(n, 1)))[: per_rank * world]  # pad by wrapping
+    return perm[rank::world]
+
+
+def evaluate(model, loader, loss_fn, amp, device) -> dict[str, float]:
+    model.eval()
+    totals: dict[str, float] = {}
+    count = 0
+    with torch.no_grad():
+        for items in loader:
+            batch = to_batch(items, device)
+            with amp.autocast():
+                pred = model(batch.views)
+            pred = {k: v.float() for k, v in pred.items()}
+            _, logs = loss_fn(pred, batch.teacher, batch.target)
+            n = batch.views.shape[0]
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + v * n
+            count += n
+    model.train()
+    return {k: dist.all_reduce_mean(v / max(count, 1)) for k, v in totals.items()}
+
+
+def save_samples(path: Path, model, dataset: Dataset, cfg: StudentConfig, device: torch.device) -> Path:
+    """Grid: the three renders; then student | teacher | ground truth maps (albedo, roughness, metallic, normal)."""
+    views, target, teacher = dataset[0]
+    model.eval()
+    with torch.no_grad():
+        pred = {k: v[0].float().cpu() for k, v in model(views[None].to(device)).items()}
+    model.train()
+    mean = torch.tensor(cfg.data.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.data.std).view(3, 1, 1)
+    rows = [[(v * std + mean).clamp(0, 1) for v in views]]
+    for maps in (pred, tensor_to_maps(teacher) if teacher.numel() else None, tensor_to_maps(target)):
+        if maps is not None:
+            shown = maps_for_display({k: v[None] for k, v in maps.items()})
+            rows.append([shown[k][0] for k in ("albedo", "roughness", "metallic", "normal")])
+    return save_image_grid(path, rows)
+
+
+def export_student(path: Path, model, cfg: StudentConfig) -> Path:
+    """Inference checkpoint for the converter/ONNX export: weights + config as plain data."""
+    return save_checkpoint(path, {"kind": STUDENT_KIND, "arch": cfg.model.arch, "config": cfg.to_dict(),
+                                  "model_state_dict": dist.unwrap_model(model).state_dict()})
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg, resume_state = resolve_config(args)
+    t = cfg.training
+    info = dist.init_distributed()
+    try:
+        seed_everything(t.seed + info.rank, deterministic=args.deterministic)
+        device = resolve_device(t.device)
+        ckpt_dir = Path(args.checkpoint_dir)
+        if resume_state is None and (ckpt_dir / "latest.pth").exists():
+            raise ConfigError(f"{ckpt_dir / 'latest.pth'} already exists; resume with --resume {ckpt_dir / 'latest.pth'} "
+                              "or choose another --checkpoint-dir (nothing is overwritten)")
+        dataset = build_dataset(cfg, args)
+        train_idx, val_idx = split_indices(dataset.group_keys, cfg.data.val_ratio, t.seed)
+        train_set = Subset(dataset, train_idx)
+        val_set = Subset(dataset, val_idx) if val_idx else None
+
+        model = build_student(cfg).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.min_lr)
+        amp = MixedPrecision(t.precision, device)
+        loss_fn = DistillationLoss(cfg.loss)
+        manager = CheckpointManager(ckpt_dir, save_every_n_epochs=t.save_every_n_epochs, keep_last=t.keep_last,
+                                    monitor="val_loss")
+        start_epoch, global_step, skip_batches = 0, 0, 0
+        objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "amp": amp}
+        if resume_state is not None:
+            resumed = restore_training_state(resume_state, objects, kind=STUDENT_KIND, source=args.resume)
+            start_epoch, global_step = resumed.epoch, resumed.global_step
+            manager.best_metric = resumed.best_metric
+            skip_batches = int(resumed.extra.get("batches_done", 0))
+            print(f"Resumed from {args.resume}: epoch {start_epoch}, step {global_step}"
+                  + (f", {skip_batches} batches into the epoch" if skip_batches else ""))
+        model = dist.wrap_ddp(model, device)
+        tracker = create_tracker(t.tracker, args.tracker_dir or ckpt_dir / "logs", project="neuropbr-student",
+                                 config=cfg.to_dict())
+        workers = cfg.data.num_workers
+        loader_kw = {"batch_size": t.batch_size, "num_workers": workers, "pin_memory": device.type == "cuda",
+                     "persistent_workers": False}
+        val_loader = DataLoader(val_set, shuffle=False, **loader_kw) if val_set else None
+
+        def state(epoch: int, batches_done: int = 0) -> dict:
+            return make_training_state(kind=STUDENT_KIND, epoch=epoch, global_step=global_step, objects=objects,
+                                       best_metric=manager.best_metric, config=cfg.to_dict(),
+                                       extra={"batches_done": batches_done})
+
+        with GracefulStop() as stop:
+            for epoch in range(start_epoch, t.epochs):
+                order = epoch_order(len(train_set), t.seed, epoch)
+                limit = len(order) if not args.max_steps_per_epoch else min(len(order), args.max_steps_per_epoch * t.batch_size)
+                first = skip_batches * t.batch_size
+                skip_batches = 0
+                loader = DataLoader(Subset(train_set, order[first:limit]), shuffle=False, **loader_kw)
+                running: dict[str, float] = {}
+                steps = 0
+                bar = tqdm(loader, desc=f"Epoch {epoch + 1}", disable=not dist.is_main_process(),
+                           total=len(loader), dynamic_ncols=True)
+                done = first // t.batch_size
+                for items in bar:
+                    batch = to_batch(items, device)
+                    with amp.autocast():
+                        pred = model(batch.views)
+                    pred = {k: v.float() for k, v in pred.items()}
+                    loss, logs = loss_fn(pred, batch.teacher, batch.target)
+                    amp.backward_and_step(loss, optimizer, max_grad_norm=t.grad_clip_norm)
+                    global_step += 1
+                    steps += 1
+                    done += 1
+                    for k, v in logs.items():
+                        running[k] = running.get(k, 0.0) + v
+                    bar.set_postfix(loss=f"{running['loss'] / steps:.4f}")
+                    if global_step % t.log_every_n_steps == 0:
+                        tracker.log_metrics({f"train/{k}": v for k, v in logs.items()} | {"train/lr": optimizer.param_groups[0]["lr"]},
+                                            global_step)
+                    if stop.should_stop():
+                        manager.save(state(epoch, done), epoch)  # latest.pth, resumes inside this epoch
+                        print(f"Stopped by {stop.signal_name or 'signal'}; saved {manager.latest_path}", file=sys.stderr)
+                        tracker.finish()
+                        return EXIT_PREEMPTED
+                scheduler.step()
+                train_loss = dist.all_reduce_mean(running.get("loss", 0.0) / max(steps, 1))
+                val = evaluate(model, val_loader, loss_fn, amp, device) if val_loader else {}
+                metric = val.get("loss", train_loss)
+                improved = manager.is_better(metric)
+                written = manager.save(state(epoch + 1), epoch + 1, metric)
+                if dist.is_main_process():
+                    print(f"Epoch {epoch + 1} Summary:\n  Distillation Loss: {train_loss:.4f}")
+                    if val:
+                        print(f"[Validation] Epoch {epoch + 1} - Loss: {val['loss']:.4f}")
+                    tracker.log_metrics({"epoch/train_loss": train_loss} | {f"val/{k}": v for k, v in val.items()},
+                                        epoch + 1)
+                    if improved:
+                        export_student(ckpt_dir / BEST_EXPORT, model, cfg)
+                    for path in written:
+                        print(f"Saved checkpoint: {path}")
+                    if (epoch + 1) % t.log_images_every_n_epochs == 0 or epoch + 1 == t.epochs:
+                        grid = save_samples(ckpt_dir / "samples" / f"epoch_{epoch + 1:04d}.png",
+                                            dist.unwrap_model(model), val_set or train_set, cfg, device)
+                        from shared.images import read_image
+
+                        tracker.log_image("samples", read_image(grid), epoch + 1)
+        tracker.finish()
+        return 0
+    finally:
+        dist.cleanup_distributed()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``neuropbr-student-train``."""
+    code = cli_entry(lambda: train(build_parser().parse_args(argv)))()
+    if code:
+        raise SystemExit(code)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
