@@ -28,30 +28,42 @@ CSV_COLUMNS = ("original", "trimap", "mask", "background", "split")
 
 
 # ----------------------------------------------------------------------------------------- archives
-def _member_target(info: zipfile.ZipInfo, dst: Path, archive: Path) -> Path:
-    """Where ``info`` would land; refuses absolute paths, drive letters and ``..``."""
+def _member_target(info: zipfile.ZipInfo, root: Path, archive: Path) -> Path:
+    """Where ``info`` would land (``root`` is resolved); refuses absolute paths, drive letters and ``..``."""
     name = info.filename.replace("\\", "/")
     pure = PurePosixPath(name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":") or pure.is_absolute():
         raise DataError(f"{archive}: refused entry '{info.filename}': absolute path")
     if ".." in pure.parts:
-        raise DataError(f"{archive}: refused entry '{info.filename}': '..' would leave {dst}")
-    target = (dst / pure).resolve()
-    if not target.is_relative_to(dst):
-        raise DataError(f"{archive}: refused entry '{info.filename}': it would land outside {dst}")
+        raise DataError(f"{archive}: refused entry '{info.filename}': '..' would leave the destination")
+    target = root.joinpath(*[p for p in pure.parts if p not in ("", ".")])
+    _check_inside(target.parent.resolve(), root, archive, info.filename)
     return target
+
+
+def _check_inside(path: Path, root: Path, archive: Path, entry: str, what: str = "it would land") -> None:
+    if path != root and not path.is_relative_to(root):
+        raise DataError(f"{archive}: refused entry '{entry}': {what} outside {root}")
 
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
 
+def _link_target(info: zipfile.ZipInfo, target: Path, link: str, root: Path, archive: Path) -> None:
+    if PurePosixPath(link).is_absolute() or link.startswith("\\") or (len(link) > 1 and link[1] == ":"):
+        raise DataError(f"{archive}: refused symlink '{info.filename}' -> '{link}': absolute target")
+    _check_inside((target.parent / link).resolve(), root, archive, info.filename, f"symlink -> '{link}' points")
+
+
 def unpack_archives(zip_path: str | os.PathLike, dst: str | os.PathLike) -> list[Path]:
     """Extract a zip archive into ``dst``; returns the files written.
 
     Every entry is checked before anything is written: absolute paths, ``..`` components and symlinks
-    whose target leaves ``dst`` are refused with a :class:`DataError` naming the entry; symlinks that
-    stay inside ``dst`` are recreated as links. Nothing is extracted from a refused archive.
+    whose target leaves ``dst`` are refused with a :class:`DataError` naming the entry, and nothing is
+    extracted. Symlinks that stay inside ``dst`` are recreated as links. While writing, each path is
+    checked again (an existing link in ``dst`` is never written through; a link whose target leaves
+    ``dst`` once earlier links exist is refused).
     """
     zip_path, dst = Path(zip_path), Path(dst)
     if not zip_path.is_file():
@@ -69,24 +81,22 @@ def unpack_archives(zip_path: str | os.PathLike, dst: str | os.PathLike) -> list
                 link = None
                 if _is_symlink(info):
                     link = archive.read(info).decode("utf-8", errors="replace")
-                    if PurePosixPath(link).is_absolute() or link.startswith("\\") or (len(link) > 1 and link[1] == ":"):
-                        raise DataError(f"{zip_path}: refused symlink '{info.filename}' -> '{link}': absolute target")
-                    resolved = (target.parent / link).resolve()
-                    if not resolved.is_relative_to(root):
-                        raise DataError(f"{zip_path}: refused symlink '{info.filename}' -> '{link}': "
-                                        f"it points outside {dst}")
+                    _link_target(info, target, link, root, zip_path)
                 plan.append((info, target, link))
             for info, target, link in plan:
-                # Re-check at write time: an earlier entry may have made a link on this path.
-                if not target.resolve().is_relative_to(root) or (target.parent.resolve() != target.parent
-                                                                  and not target.parent.resolve().is_relative_to(root)):
-                    raise DataError(f"{zip_path}: refused entry '{info.filename}': it would land outside {dst}")
+                _check_inside(target.parent.resolve(), root, zip_path, info.filename)
                 if info.is_dir():
+                    if target.is_symlink():
+                        raise DataError(f"{zip_path}: refused entry '{info.filename}': a link already sits there")
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                _check_inside(target.parent.resolve(), root, zip_path, info.filename)
+                if target.is_symlink():
+                    target.unlink()  # replace the link itself, never write through it
                 if link is not None:
-                    if target.is_symlink() or target.exists():
+                    _link_target(info, target, link, root, zip_path)
+                    if target.exists():
                         target.unlink()
                     os.symlink(link, target)
                 else:

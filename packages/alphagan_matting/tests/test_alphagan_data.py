@@ -72,11 +72,27 @@ def test_unpack_archives_refuses_escaping_entries(tmp_path, entries, links, reas
     assert not (tmp_path / "evil.txt").exists()
 
 
-def test_unpack_archives_refuses_writing_through_a_link(tmp_path):
-    # The link itself stays inside dst, but a later entry would write through it if it pointed out.
-    archive = _zip(tmp_path / "evil.zip", [("d/../x.txt", b"x")])
-    with pytest.raises(DataError):
+def test_unpack_archives_never_writes_through_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "evil").symlink_to(outside)  # a link already in the destination
+    with pytest.raises(DataError, match="'evil/x.txt': it would land outside"):
+        unpack_archives(_zip(tmp_path / "a.zip", [("evil/x.txt", b"x")]), dst)
+    (outside / "victim.txt").write_text("keep")
+    (dst / "victim.txt").symlink_to(outside / "victim.txt")
+    unpack_archives(_zip(tmp_path / "b.zip", [("victim.txt", b"new")]), dst)
+    assert (outside / "victim.txt").read_text() == "keep"  # the link was replaced, not followed
+    assert (dst / "victim.txt").read_bytes() == b"new"
+
+
+def test_unpack_archives_refuses_link_chains_that_escape(tmp_path):
+    # 'b' -> '.' and 'a' -> 'b/..' look harmless one by one; together 'a' is dst's parent.
+    archive = _zip(tmp_path / "evil.zip", [], links=[("b", "."), ("a", "b/..")])
+    with pytest.raises(DataError, match="points outside"):
         unpack_archives(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "a").is_symlink()
 
 
 def test_unpack_archives_not_a_zip(tmp_path):

@@ -57,3 +57,20 @@ def test_patch_discriminator_output():
     d = PatchDiscriminator(in_channels=4, width=8)
     out = d(torch.randn(2, 4, 64, 64))
     assert out.shape[:2] == (2, 1) and out.shape[-1] > 1  # one logit per patch
+
+
+def test_load_pretrained_encoder_from_file(tmp_path):
+    import pytest
+
+    from alphagan_matting.utils import load_pretrained_encoder
+    from shared.errors import DataError
+
+    source = _tiny()
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "enc.pth")
+    target = AlphaGenerator(base_width=8, layers=[1, 1, 1, 1], aspp_channels=16)
+    message = load_pretrained_encoder(target, tmp_path / "enc.pth")
+    assert "tensors loaded" in message
+    assert torch.equal(target.layer4[0].conv2.weight, source.layer4[0].conv2.weight)
+    assert "random initialisation" in load_pretrained_encoder(target, None)
+    with pytest.raises(DataError, match="pretrained weights file not found"):
+        load_pretrained_encoder(target, tmp_path / "missing.pth")
