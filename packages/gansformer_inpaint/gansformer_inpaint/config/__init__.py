@@ -1,0 +1,3 @@
+from gansformer_inpaint.config.config import Config
+
+__all__ = ["Config"]

@@ -1,0 +1,173 @@
+"""Datasets: ``extracted/`` (masked) + ``ground_truth/`` pairs with an optional ``mask/``, or synthetic.
+
+Every item is a dict ``{"masked", "gt"}`` (3, S, S) in [-1, 1], ``"mask"`` (1, S, S) in {0, 1} with
+1 = hole, and ``"name"``. The masked image is rebuilt as ``gt * (1 - mask)``-style input: outside the
+hole it is the ``extracted/`` file itself, so known pixels are what the user gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from gansformer_inpaint.dataloader.masks import derive_mask, random_mask, resize_mask
+from gansformer_inpaint.dataloader.synthetic import synthetic_face
+from shared.errors import DataError
+from shared.images import IMAGE_EXTENSIONS, pair_by_stem, read_image, to_tensor
+from shared.seed import make_generator
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MIN_SIZE = 16
+
+
+def check_folder_formats(folder: Path) -> None:
+    """Refuse image files in a format the spec does not support, rather than skip them silently."""
+    for path in sorted(folder.iterdir()):
+        suffix = path.suffix.lower()
+        if path.is_file() and not path.name.startswith(".") and suffix not in SUPPORTED_EXTENSIONS:
+            known = suffix in IMAGE_EXTENSIONS or suffix in (".gif", ".tga", ".ppm", ".heic", ".avif")
+            what = "unsupported image format" if known else "not a supported image file"
+            raise DataError(f"{path}: {what} '{suffix or '(none)'}'; use one of {', '.join(SUPPORTED_EXTENSIONS)}")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header, or the shared reader's one-line error."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception:
+        read_image(path)  # raises the descriptive ImageReadError
+        raise
+
+
+def load_pair(masked_path: Path, gt_path: Path | None, mask_path: Path | None, img_size: int,
+              threshold: int) -> dict[str, torch.Tensor]:
+    """Read, check and resize one pair (+ mask) to ``img_size``; values in [-1, 1], mask in {0, 1}."""
+    masked = read_image(masked_path)
+    gt = read_image(gt_path) if gt_path is not None else None
+    if gt is not None and gt.shape != masked.shape:
+        raise DataError(f"{masked_path}: size {masked.shape[1]}x{masked.shape[0]} differs from its ground truth "
+                        f"{gt_path} ({gt.shape[1]}x{gt.shape[0]})")
+    if min(masked.shape[:2]) < MIN_SIZE:
+        raise DataError(f"{masked_path}: {masked.shape[1]}x{masked.shape[0]} is too small (min {MIN_SIZE} px)")
+    if mask_path is not None:
+        mask_np = read_image(mask_path, mode="L")
+        if mask_np.shape != masked.shape[:2]:
+            raise DataError(f"{mask_path}: mask size {mask_np.shape[1]}x{mask_np.shape[0]} differs from image "
+                            f"{masked_path} ({masked.shape[1]}x{masked.shape[0]})")
+        mask_np = (mask_np >= 128).astype(np.float32)
+    elif gt is not None:
+        mask_np = derive_mask(masked, gt, threshold)
+    else:
+        raise DataError(f"{masked_path}: no mask and no ground truth to derive one from")
+    mask = resize_mask(torch.from_numpy(mask_np)[None], img_size)
+    item = {"masked": resize_image(to_tensor(masked), img_size) * 2 - 1, "mask": mask}
+    if gt is not None:
+        item["gt"] = resize_image(to_tensor(gt), img_size) * 2 - 1
+    return item
+
+
+def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (C, H, W) or (B, C, H, W) to ``size``², box filter ("area") when shrinking.
+
+    A box filter's footprint is exactly what :func:`resize_mask` marks as hole, so a known pixel of the
+    resized masked image never mixes in the hole's fill colour (an antialiased bilinear kernel is wider
+    and leaks white into the ring around the hole).
+    """
+    batch = image if image.dim() == 4 else image[None]
+    if batch.shape[-2:] != (size, size):
+        shrinking = batch.shape[-1] >= size and batch.shape[-2] >= size
+        mode = {"mode": "area"} if shrinking else {"mode": "bilinear", "align_corners": False}
+        batch = F.interpolate(batch, size=(size, size), **mode)
+    return batch if image.dim() == 4 else batch[0]
+
+
+class InpaintingDataset(Dataset):
+    """``root/extracted`` ↔ ``root/ground_truth`` by file name, plus ``root/mask`` (255 = hole) if present."""
+
+    def __init__(self, root: str | Path, img_size: int = 256, mask_threshold: int = 24) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: dataset folder not found (expected extracted/ and ground_truth/ inside)")
+        extracted, truth, masks = root / "extracted", root / "ground_truth", root / "mask"
+        for folder in (extracted, truth):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: folder not found (a dataset needs extracted/ and ground_truth/)")
+            check_folder_formats(folder)
+        pairs = pair_by_stem(extracted, truth, SUPPORTED_EXTENSIONS)
+        mask_by_stem: dict[str, Path] = {}
+        if masks.is_dir():
+            check_folder_formats(masks)
+            mask_by_stem = {m.stem: m for _, m in pair_by_stem(extracted, masks, SUPPORTED_EXTENSIONS)}
+        self.items = [(a, b, mask_by_stem.get(a.stem)) for a, b in pairs]
+        for masked_path, gt_path, mask_path in self.items:  # fail at start, not mid-epoch
+            size_a, size_b = image_size(masked_path), image_size(gt_path)
+            if size_a != size_b:
+                raise DataError(f"{masked_path}: size {size_a[0]}x{size_a[1]} differs from its ground truth "
+                                f"{gt_path} ({size_b[0]}x{size_b[1]})")
+            if min(size_a) < MIN_SIZE:
+                raise DataError(f"{masked_path}: {size_a[0]}x{size_a[1]} is too small (min {MIN_SIZE} px)")
+            if mask_path is not None and image_size(mask_path) != size_a:
+                size_m = image_size(mask_path)
+                raise DataError(f"{mask_path}: mask size {size_m[0]}x{size_m[1]} differs from image "
+                                f"{masked_path} ({size_a[0]}x{size_a[1]})")
+        self.img_size = img_size
+        self.mask_threshold = mask_threshold
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        masked_path, gt_path, mask_path = self.items[index]
+        item = load_pair(masked_path, gt_path, mask_path, self.img_size, self.mask_threshold)
+        item["name"] = masked_path.stem
+        return item
+
+
+class SyntheticInpaintingDataset(Dataset):
+    """Procedural faces with random free-form + box masks; item ``i`` of epoch ``e`` depends on (seed, e, i)."""
+
+    def __init__(self, size: int = 64, img_size: int = 256, seed: int = 0) -> None:
+        self.size, self.img_size, self.seed = size, img_size, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        # Faces are fixed per index (a dataset); masks change every epoch (augmentation).
+        face = synthetic_face(self.img_size, np.random.default_rng([self.seed, index]))
+        mask = random_mask(self.img_size, np.random.default_rng([self.seed, index, self.epoch + 1]))
+        gt = to_tensor(face) * 2 - 1
+        mask_t = torch.from_numpy(mask)[None]
+        masked = gt * (1 - mask_t) + mask_t  # hole painted white, as extracted/ files are
+        return {"masked": masked, "gt": gt, "mask": mask_t, "name": f"synthetic_{index:05d}"}
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled order from (seed, epoch) alone, sharded over ranks, able to start mid-epoch.
+
+    A resumed run rebuilds the interrupted epoch's exact permutation and skips the batches already done,
+    so it sees the same data in the same order as an uninterrupted run.
+    """
+
+    def __init__(self, length: int, seed: int, epoch: int, batch_size: int, start_batch: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        order = (torch.randperm(length, generator=make_generator(seed * 100_003 + epoch)) if shuffle
+                 else torch.arange(length)).tolist()
+        per_rank = -(-length // world_size)
+        order = (order * 2)[: per_rank * world_size]  # pad so every rank gets as many batches
+        self.indices = order[rank::world_size][start_batch * batch_size :]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
