@@ -1,0 +1,244 @@
+"""Paired patch dataset over large photos, a grouping sampler, and synthetic portraits.
+
+Decoding a 6000×4000 JPEG costs far more than cutting a 2048 px patch out of it, so the dataset keeps
+the last decoded image(s) of its worker in a small cache and :class:`GroupedPatchSampler` hands out
+all patches of one image consecutively (image order and patch order within an image both shuffled
+from ``(seed, epoch)``). Each image is then decoded about once per epoch per worker instead of once
+per patch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from abpn_retouch.masks import MaskRecipe, generate_gt_mask
+from shared.errors import DataError
+from shared.images import ImageReadError, pair_by_stem, read_image, to_tensor
+from shared.seed import make_generator
+from shared.tiling import extract_patch, patch_grid
+
+PAIR_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+class ImageSource:
+    """One (input, retouched) pair: its name, its size, and how to decode it."""
+
+    name: str
+    size: tuple[int, int]  # (height, width)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` from the file header, without decoding the pixels."""
+    if not path.is_file() or path.stat().st_size == 0:
+        read_image(path)  # raises the one-line error for missing / empty files
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception as exc:  # PIL raises many types for a bad header; all mean "not an image"
+        raise ImageReadError(f"{path}: not a recognised image file ({type(exc).__name__})") from None
+    return height, width
+
+
+class FilePair(ImageSource):
+    """A pair of files with the same base name in ``image_dir`` and ``gt_dir``."""
+
+    def __init__(self, image_path: Path, gt_path: Path) -> None:
+        self.image_path, self.gt_path = image_path, gt_path
+        self.name = image_path.stem
+        self.size = _header_size(image_path)
+        gt_size = _header_size(gt_path)
+        if gt_size != self.size:
+            raise DataError(f"{gt_path}: retouched image is {gt_size[1]}×{gt_size[0]} but its input "
+                            f"{image_path.name} is {self.size[1]}×{self.size[0]}")
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        image, target = read_image(self.image_path), read_image(self.gt_path)
+        if image.shape != target.shape:  # header lied (e.g. EXIF-less rotation): still refuse clearly
+            raise DataError(f"{self.gt_path}: decoded size {target.shape[:2]} differs from {self.image_path}")
+        return image, target
+
+
+def synthetic_portrait(seed: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A procedural "portrait" pair: (input with blemishes and uneven skin, cleanly retouched target).
+
+    A face-like ellipse of random skin tone over a gradient background, with hair, eyes and mouth;
+    the input adds small dark/red spots and blotchy darkening on the skin, and the target brightens
+    the under-eye area: local edits, as in portrait retouching, with most pixels unchanged.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yn, xn = yy / height, xx / width
+    top, bottom = rng.uniform(0.2, 0.9, 3), rng.uniform(0.1, 0.7, 3)
+    image = top[None, None] * (1 - yn[..., None]) + bottom[None, None] * yn[..., None]
+    cy, cx = rng.uniform(0.45, 0.55), rng.uniform(0.4, 0.6)
+    ry, rx = rng.uniform(0.28, 0.36), rng.uniform(0.2, 0.27)
+    face = ((yn - cy) / ry) ** 2 + ((xn - cx) / rx) ** 2 < 1.0
+    tone = np.array([rng.uniform(0.65, 0.95), rng.uniform(0.45, 0.7), rng.uniform(0.35, 0.6)], np.float32)
+    shading = 1.0 - 0.25 * (((yn - cy) / ry) ** 2 + ((xn - cx) / rx) ** 2)
+    image[face] = (tone[None] * shading[face][:, None])
+    hair = (((yn - (cy - ry * 0.8)) / (ry * 0.5)) ** 2 + ((xn - cx) / (rx * 1.1)) ** 2 < 1.0) & (yn < cy - ry * 0.4)
+    image[hair] = rng.uniform(0.05, 0.35, 3)
+    for side in (-1, 1):
+        eye = ((yn - (cy - ry * 0.15)) / (ry * 0.07)) ** 2 + ((xn - (cx + side * rx * 0.4)) / (rx * 0.18)) ** 2 < 1
+        image[eye] = (0.1, 0.08, 0.07)
+    mouth = ((yn - (cy + ry * 0.5)) / (ry * 0.06)) ** 2 + ((xn - cx) / (rx * 0.35)) ** 2 < 1
+    image[mouth] = (0.6, 0.2, 0.2)
+    skin = (face & ~hair).astype(np.float32)
+    target = image.copy()
+    # Retouch edit 1: brighten under the eyes (local dodge).
+    for side in (-1, 1):
+        d2 = ((yn - (cy + ry * 0.02)) / (ry * 0.1)) ** 2 + ((xn - (cx + side * rx * 0.4)) / (rx * 0.25)) ** 2
+        target += (0.08 * np.exp(-d2) * skin)[..., None]
+    source = target.copy()
+    # Blemishes and blotches exist only in the input; the retouched target is clean.
+    for _ in range(int(rng.integers(6, 14))):
+        by, bx = rng.uniform(cy - ry * 0.8, cy + ry * 0.8), rng.uniform(cx - rx * 0.8, cx + rx * 0.8)
+        radius = rng.uniform(0.008, 0.02)
+        spot = np.exp(-(((yn - by) ** 2 + ((xn - bx) * width / height) ** 2) / (2 * radius**2))) * skin
+        tint = np.array([rng.uniform(-0.1, 0.0), rng.uniform(-0.3, -0.15), rng.uniform(-0.3, -0.15)], np.float32)
+        source += spot[..., None] * tint[None, None]
+    for _ in range(2):
+        by, bx = rng.uniform(cy - ry * 0.5, cy + ry * 0.5), rng.uniform(cx - rx * 0.5, cx + rx * 0.5)
+        blotch = np.exp(-(((yn - by) / 0.06) ** 2 + ((xn - bx) / 0.06) ** 2)) * skin
+        source -= (0.07 * blotch)[..., None]
+    noise = rng.normal(0.0, 0.01, source.shape).astype(np.float32)
+    to_u8 = lambda a: np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
+    return to_u8(source + noise), to_u8(target + noise)
+
+
+class SyntheticPair(ImageSource):
+    def __init__(self, index: int, seed: int, size: tuple[int, int]) -> None:
+        self.index, self.seed, self.size = index, seed, size
+        self.name = f"synthetic_{index:04d}"
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        return synthetic_portrait(self.seed * 100_003 + self.index, *self.size)
+
+
+def file_sources(image_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[ImageSource]:
+    """Pairs by matching base name (jpg/png/tif) in ``image_dir`` and ``gt_dir``."""
+    return [FilePair(a, b) for a, b in pair_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS)]
+
+
+def synthetic_sources(count: int, size: tuple[int, int], seed: int = 0) -> list[ImageSource]:
+    return [SyntheticPair(i, seed, size) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class PatchRef:
+    image: int
+    top: int
+    left: int
+
+
+class PatchDataset(Dataset):
+    """Overlapping ``patch_size`` patches (every ``stride`` px) of every pair; length = patch count.
+
+    Items are dicts: ``input``, ``target`` ``(3, P, P)`` in 0..1, ``mask`` ``(1, P/2, P/2)`` (the GT mask
+    recipe on the patch pair), ``image`` (pair index). Patches that cross the border are reflect-padded
+    (``cv2.BORDER_REFLECT``). ``cache_images`` decoded pairs are kept per worker (0 = decode per patch).
+    """
+
+    def __init__(self, sources: Sequence[ImageSource], patch_size: int, stride: int,
+                 recipe: MaskRecipe = MaskRecipe(), cache_images: int = 2, pad_small: bool = False) -> None:
+        if patch_size < 8 or patch_size % 2:
+            raise DataError(f"--patch-size must be an even number >= 8, got {patch_size}")
+        if stride < 1:
+            raise DataError(f"--stride must be positive, got {stride}")
+        if not sources:
+            raise DataError("no image pairs to train on")
+        self.sources, self.patch_size, self.stride = list(sources), patch_size, stride
+        self.recipe, self.cache_images = recipe, cache_images
+        self.patches: list[PatchRef] = []
+        self.groups: list[list[int]] = []
+        for index, source in enumerate(self.sources):
+            height, width = source.size
+            if min(height, width) < patch_size and not pad_small:
+                raise DataError(f"{getattr(source, 'image_path', source.name)}: image is {width}×{height}, smaller "
+                                f"than --patch-size {patch_size} (lower --patch-size, or --pad-small to reflect-pad)")
+            start = len(self.patches)
+            self.patches += [PatchRef(index, t, left) for t, left in patch_grid(height, width, patch_size, stride)]
+            self.groups.append(list(range(start, len(self.patches))))
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.decode_count = 0
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        pair = self.sources[index].load()
+        self.decode_count += 1
+        if self.cache_images > 0:
+            self._cache[index] = pair
+            while len(self._cache) > self.cache_images:
+                self._cache.popitem(last=False)
+        return pair
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        ref = self.patches[idx]
+        image, target = self._decoded(ref.image)
+        patch_in = extract_patch(image, ref.top, ref.left, self.patch_size)
+        patch_gt = extract_patch(target, ref.top, ref.left, self.patch_size)
+        mask = generate_gt_mask(patch_in, patch_gt, self.recipe)
+        return {
+            "input": to_tensor(patch_in),
+            "target": to_tensor(patch_gt),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
+            "image": torch.tensor(ref.image),
+        }
+
+
+class GroupedPatchSampler(Sampler[int]):
+    """Shuffles image order and patch order within each image, keeping an image's patches together.
+
+    Under DDP the epoch's sequence is padded (by wrapping) to a multiple of ``world_size`` and cut into
+    contiguous equal chunks, one per rank, so every rank runs the same number of steps and decodes
+    (almost) only its own images. The order depends on ``(seed, epoch)`` alone; ``set_epoch(epoch,
+    skip)`` drops the first ``skip`` indices, so a run resumed mid-epoch sees exactly the rest.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[int]], shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.groups = [list(g) for g in groups]
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.epoch, self.skip = 0, 0
+        total = sum(len(g) for g in self.groups)
+        self.per_rank = math.ceil(total / world_size)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def epoch_order(self) -> list[int]:
+        """This rank's full sequence for the current epoch (before ``skip``)."""
+        if self.shuffle:
+            generator = make_generator(self.seed * 1_000_003 + self.epoch)
+            image_order = torch.randperm(len(self.groups), generator=generator).tolist()
+            order = [self.groups[i][j] for i in image_order
+                     for j in torch.randperm(len(self.groups[i]), generator=generator).tolist()]
+        else:
+            order = [index for group in self.groups for index in group]
+        padded = (order * math.ceil(self.per_rank * self.world_size / max(len(order), 1)))[
+            : self.per_rank * self.world_size]
+        return padded[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_order()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.skip, 0)

@@ -1,0 +1,280 @@
+"""Patch-wise ABPN training: DDP under torchrun, AMP, W&B by default, exact resume, graceful stop."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from abpn_retouch.config import TrainConfig, parse_config
+from abpn_retouch.data import GroupedPatchSampler, PatchDataset, file_sources, synthetic_sources
+from abpn_retouch.losses import LossWeights, RetouchLoss
+from abpn_retouch.masks import MaskRecipe
+from abpn_retouch.model import ABPN, ABPNConfig
+from shared.amp import MixedPrecision
+from shared.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    make_training_state,
+    restore_training_state,
+    save_checkpoint,
+)
+from shared.device import resolve_device
+from shared.distributed import (
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    wrap_ddp,
+)
+from shared.errors import ConfigError, UserError, cli_entry
+from shared.images import save_image_grid
+from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.seed import make_generator, seed_everything, seed_worker
+from shared.tracking import create_tracker
+
+KIND = "abpn_retouch"
+
+
+def model_config(cfg: TrainConfig) -> ABPNConfig:
+    return ABPNConfig(pyramid_levels=cfg.pyramid_levels, base_channels=cfg.base_channels,
+                      refine_channels=cfg.refine_channels)
+
+
+def build_model_from_checkpoint(state: dict) -> ABPN:
+    """An ABPN with the architecture recorded in a checkpoint, weights loaded."""
+    config = ABPNConfig(**state.get("extra", {}).get("model_config", {}))
+    model = ABPN(config)
+    weights = state.get("state", {}).get("model", state)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint weights do not fit ABPN: {str(exc).splitlines()[0][:200]}") from None
+    return model
+
+
+def load_pretrained(model: ABPN, path: str) -> None:
+    """``--pretrained-path``: weights only, from a training checkpoint or a bare state dict."""
+    state = load_checkpoint(path)
+    weights = state.get("state", {}).get("model", state)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit this ABPN "
+                              f"(check --pyramid-levels/--base-channels): {str(exc).splitlines()[0][:200]}") from None
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    # The spec trains with AMP on by default; on CPU fp16 autocast is slow and bf16 is imprecise, so fp32.
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _worker_error(exc: UserError) -> UserError:
+    """A data error re-raised by the DataLoader carries the worker traceback; keep its last line only."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return exc
+    last = re.sub(r"^[\w.]+Error:\s*", "", lines[-1].strip())
+    return type(exc)(last)
+
+
+def build_dataset(cfg: TrainConfig) -> PatchDataset:
+    recipe = MaskRecipe(magnifier=cfg.magnifier, mask_threshold=cfg.mask_threshold)
+    if cfg.synthetic:
+        side = cfg.synthetic_size or cfg.patch_size + cfg.stride
+        sources = synthetic_sources(cfg.synthetic_count, (side, side), cfg.seed)
+    else:
+        sources = file_sources(cfg.image_dir, cfg.gt_dir)
+    return PatchDataset(sources, cfg.patch_size, cfg.stride, recipe, cfg.cache_images, cfg.pad_small)
+
+
+def validate(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.num_epochs >= 1, "--num-epochs must be >= 1"),
+        (cfg.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.learning_rate > 0, "--learning-rate must be positive"),
+        (cfg.pyramid_levels >= 1, "--pyramid-levels must be >= 1"),
+        (cfg.sample_save_freq >= 0, "--sample-save-freq must be >= 0"),
+        (cfg.num_workers >= 0, "--num-workers must be >= 0"),
+        (cfg.synthetic_count >= 1, "--synthetic-count must be >= 1"),
+        (cfg.patch_size % (2 ** (cfg.pyramid_levels + 2)) == 0,
+         f"--patch-size {cfg.patch_size} must be a multiple of {2 ** (cfg.pyramid_levels + 2)} "
+         f"(2**(pyramid_levels + 2))"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    latest = Path(cfg.save_dir) / "latest.pth"
+    if latest.exists() and not cfg.resume and not cfg.overwrite:
+        raise ConfigError(f"{latest}: --save-dir already holds a run; pass --resume {latest} to continue it, "
+                          "--overwrite to start over, or another --save-dir")
+
+
+def sample_indices(dataset: PatchDataset, count: int = 4) -> list[int]:
+    """The first patch of the first few images: a fixed set to watch across epochs."""
+    firsts = [group[len(group) // 2] for group in dataset.groups if group][:count]
+    return firsts or [0]
+
+
+@torch.no_grad()
+def save_samples(model: ABPN, dataset: PatchDataset, indices: list[int], device: torch.device,
+                 path: Path) -> Path:
+    """Grid rows: input | output | target | predicted mask | GT mask (masks upsampled to the patch)."""
+    model.eval()
+    rows = []
+    for index in indices:
+        item = dataset[index]
+        output, logits = model(item["input"][None].to(device))
+        size = item["input"].shape[-2:]
+        pred_mask = F.interpolate(torch.sigmoid(logits.float()), size=size, mode="bilinear", align_corners=False)
+        gt_mask = F.interpolate(item["mask"][None], size=size, mode="bilinear", align_corners=False)
+        rows.append([item["input"], output[0].cpu(), item["target"], pred_mask[0].cpu(), gt_mask[0]])
+    model.train()
+    return save_image_grid(path, rows)
+
+
+def train(cfg: TrainConfig) -> int:
+    """Run training; returns the process exit status (0, or EXIT_PREEMPTED after a graceful stop)."""
+    validate(cfg)
+    dist_info = init_distributed(timeout_minutes=30.0)
+    try:
+        return _train(cfg, dist_info)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: TrainConfig, dist_info) -> int:
+    device = resolve_device(cfg.device)
+    is_main = dist_info.is_main
+    seed_everything(cfg.seed, cfg.deterministic)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off
+    precision = _resolve_precision(cfg.precision, device)
+
+    dataset = build_dataset(cfg)
+    sampler = GroupedPatchSampler(dataset.groups, shuffle=True, seed=cfg.seed,
+                                  rank=dist_info.rank, world_size=dist_info.world_size)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
+                        generator=make_generator(cfg.seed))
+
+    model = ABPN(model_config(cfg)).to(device)
+    if cfg.pretrained_path:
+        load_pretrained(model, cfg.pretrained_path)
+    weights = LossWeights(cfg.w_masked_l1, cfg.w_global_l1, cfg.w_edge, cfg.w_high_freq, cfg.w_perceptual,
+                          cfg.w_dice)
+    criterion = RetouchLoss(weights, cfg.vgg_weights or None, cfg.perceptual_size, quiet=not is_main).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    amp = MixedPrecision(precision, device)
+    manager = CheckpointManager(cfg.save_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
+                                monitor="train_loss", mode="min")
+
+    start_epoch, global_step, skip_batches = 0, 0, 0
+    running = {"loss_sum": 0.0, "count": 0}
+    if cfg.resume:
+        state = load_checkpoint(cfg.resume)
+        info = restore_training_state(state, {"model": model, "optimizer": optimizer, "amp": amp},
+                                      kind=KIND, source=cfg.resume)
+        start_epoch, global_step = info.epoch, info.global_step
+        skip_batches = int(info.extra.get("batch_in_epoch", 0))
+        running = dict(info.extra.get("running", running))
+        manager.best_metric = info.best_metric
+        if is_main:
+            print(f"resumed from {cfg.resume}: epoch {start_epoch}, step {global_step}"
+                  + (f", batch {skip_batches} of the epoch" if skip_batches else ""), file=sys.stderr)
+
+    ddp_model = wrap_ddp(model, device, find_unused_parameters=cfg.find_unused_parameters)
+    tracker = create_tracker(cfg.tracker, cfg.save_dir, project=cfg.project, run_name=cfg.run_name or None,
+                             config=asdict(cfg))
+    samples = sample_indices(dataset)
+    save_dir = Path(cfg.save_dir)
+    config_dict = asdict(cfg)
+
+    def training_state(epoch_done: int, batch_in_epoch: int) -> dict:
+        return make_training_state(
+            kind=KIND, epoch=epoch_done, global_step=global_step,
+            objects={"model": model, "optimizer": optimizer, "amp": amp},
+            best_metric=manager.best_metric, config=config_dict,
+            extra={"batch_in_epoch": batch_in_epoch, "running": dict(running),
+                   "model_config": asdict(model.config)},
+        )
+
+    try:
+        with GracefulStop() as stop:
+            for epoch in range(start_epoch, cfg.num_epochs):
+                sampler.set_epoch(epoch, skip=skip_batches * cfg.batch_size)
+                batch_in_epoch = skip_batches
+                skip_batches = 0
+                if batch_in_epoch == 0:
+                    running = {"loss_sum": 0.0, "count": 0}
+                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main,
+                           dynamic_ncols=True, file=sys.stderr)
+                try:
+                    for batch in bar:
+                        inputs = batch["input"].to(device, non_blocking=True)
+                        targets = batch["target"].to(device, non_blocking=True)
+                        masks = batch["mask"].to(device, non_blocking=True)
+                        with amp.autocast():
+                            output, mask_logits = ddp_model(inputs)
+                            loss, terms = criterion(output, targets, mask_logits, masks)
+                        result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.max_grad_norm or None)
+                        global_step += 1
+                        batch_in_epoch += 1
+                        if result.stepped:
+                            running["loss_sum"] += float(loss.detach())
+                            running["count"] += 1
+                        bar.set_postfix(loss=f"{running['loss_sum'] / max(running['count'], 1):.4f}",
+                                        l1=f"{float(terms['global_l1']):.4f}", dice=f"{float(terms['dice']):.3f}")
+                        if global_step % cfg.log_every == 0:
+                            tracker.log_metrics({"train/loss": float(loss.detach()),
+                                                 **{f"train/{k}": float(v) for k, v in terms.items()}},
+                                                step=global_step)
+                        if stop.should_stop():
+                            state = training_state(epoch, batch_in_epoch)
+                            if is_main:
+                                save_checkpoint(manager.latest_path, state)
+                                print(f"stopped: saved {manager.latest_path} (epoch {epoch + 1}, "
+                                      f"batch {batch_in_epoch}); resume with --resume", file=sys.stderr)
+                            barrier()
+                            return EXIT_PREEMPTED
+                except UserError as exc:
+                    raise _worker_error(exc) from None
+                epoch_loss = all_reduce_mean(running["loss_sum"] / max(running["count"], 1))
+                if not math.isfinite(epoch_loss):
+                    epoch_loss = float("inf")
+                running = {"loss_sum": 0.0, "count": 0}
+                manager.save(training_state(epoch + 1, 0), epoch + 1, metric=epoch_loss)
+                tracker.log_metrics({"epoch/train_loss": epoch_loss, "epoch": epoch + 1}, step=global_step)
+                if is_main and cfg.sample_save_freq and (epoch + 1) % cfg.sample_save_freq == 0:
+                    grid = save_samples(model, dataset, samples, device,
+                                        save_dir / "samples" / f"epoch_{epoch + 1:04d}.png")
+                    from shared.images import read_image
+
+                    tracker.log_image("samples", read_image(grid), step=global_step)
+                if is_main:
+                    print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {manager.best_metric:.5f})",
+                          file=sys.stderr)
+                barrier()
+    finally:
+        tracker.finish()
+    return 0
+
+
+@cli_entry
+def cli(argv: list[str] | None = None) -> None:
+    """Console script ``abpn-train`` (same flags as ``trainer.py``)."""
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    status = train(parse_config(argv))
+    if status:
+        raise SystemExit(status)

@@ -1,0 +1,48 @@
+"""Shared fixtures for the abpn_retouch tests (tiny sizes, CPU only)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "retouch"
+
+
+def run_script(script: str, *args: str, cwd: Path = PACKAGE_DIR, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def pair_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """Two tiny synthetic portrait pairs written as PNG."""
+    from abpn_retouch.data import synthetic_portrait
+
+    original, retouch = tmp_path / "original", tmp_path / "retouch"
+    original.mkdir()
+    retouch.mkdir()
+    for i, size in enumerate([(96, 128), (80, 80)]):
+        src, dst = synthetic_portrait(i, *size)
+        Image.fromarray(src).save(original / f"img_{i}.png")
+        Image.fromarray(dst).save(retouch / f"img_{i}.png")
+    return original, retouch
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (DATA_DIR / "original").is_dir():
+        pytest.skip(f"real sample data not found at {DATA_DIR} (it sits beside the repository, not in it)")
+    return DATA_DIR
+
+
+def write_image(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
