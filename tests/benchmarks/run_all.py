@@ -75,6 +75,8 @@ def main() -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     text = replace_section(text, "machine", header)
     text = replace_section(text, "deblur-data", bench_data.deblur_section(batches=4 if args.quick else 10))
+    abpn = dict(images=1, height=2000, width=3000, patch=1024, stride=768) if args.quick else {}
+    text = replace_section(text, "abpn-data", bench_data.abpn_section(**abpn))
     text = replace_section(text, "tiling", tiling_section(size, repeats, seam_size))
     if args.quick:
         print(text)
