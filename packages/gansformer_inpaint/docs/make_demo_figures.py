@@ -1,0 +1,32 @@
+"""Rebuild docs/loss_curve_demo.png and docs/astronaut_demo.png from a demo run folder.
+
+    uv run --package gansformer_inpaint docs/make_demo_figures.py RUN_DIR EARLY_CKPT DATA_ROOT
+
+RUN_DIR is the ``--checkpoint-dir`` of the README's demo command, EARLY_CKPT a copy of its ``latest.pth``
+after epoch 1; only the public-domain astronaut is drawn.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from gansformer_inpaint.inference import inpaint, load_generator, read_mask
+from gansformer_inpaint.training.plot import plot_curves, read_metrics
+from shared.images import read_image, save_image_grid, to_tensor
+
+run_dir, early, data = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+docs = Path(__file__).resolve().parent
+plot_curves(read_metrics(run_dir / "metrics.jsonl"), ["fixed_hole_l1", "hole_l1", "valid_l1", "g_adv", "d_loss"],
+            docs / "loss_curve_demo.png", title="real faces, 64 px, 180 steps (fixed_hole_l1: 4 fixed images, per epoch)",
+            size=(900, 220))
+name = "skimage_astronaut"
+masked = to_tensor(read_image(data / "extracted" / f"{name}.png"))
+gt = to_tensor(read_image(data / "ground_truth" / f"{name}.png"))
+mask = read_mask(data / "mask" / f"{name}.png")
+row = [masked]
+for ckpt in (early, run_dir / "latest.pth"):
+    gen, _ = load_generator(ckpt, torch.device("cpu"))
+    row.append(inpaint(gen, masked, mask))
+save_image_grid(docs / "astronaut_demo.png", [row + [gt]])
+print("wrote", docs / "loss_curve_demo.png", docs / "astronaut_demo.png")
