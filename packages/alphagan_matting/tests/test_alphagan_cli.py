@@ -149,3 +149,24 @@ def test_bad_trimap_and_missing_stem_errors(trained, tmp_path):
     proc = run("prepare_data.py", "labels", "--fg", fg, "--bg", tmp_path / "img", "--output", tmp_path / "l.csv",
                check=False)
     _one_line_error(proc, "no file with stem 'b'", "mask")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_latest_and_exits_75(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = ["--config", "configs/quick_test.yaml", "--synthetic", "--synthetic-size", "200", "--epochs", "3",
+            "--checkpoints-dir", str(tmp_path / "ck"), "--log-dir", str(tmp_path / "tb")]
+    proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=PKG, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((tmp_path / "tb").glob("events.out.tfevents.*")) and time.time() < deadline:
+        time.sleep(0.5)  # the tracker opens right before the handlers go in and the loop starts
+    time.sleep(5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 75, stderr[-2000:]
+    state = load_checkpoint(tmp_path / "ck" / "latest.pth")
+    assert state["global_step"] >= 1 and state["extra"]["batch_in_epoch"] >= 1
