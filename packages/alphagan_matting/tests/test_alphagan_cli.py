@@ -170,3 +170,22 @@ def test_sigterm_saves_latest_and_exits_75(tmp_path):
     assert proc.returncode == 75, stderr[-2000:]
     state = load_checkpoint(tmp_path / "ck" / "latest.pth")
     assert state["global_step"] >= 1 and state["extra"]["batch_in_epoch"] >= 1
+
+
+def test_infer_folders_in_process(trained, tmp_path):
+    from alphagan_matting.infer import main as infer_main
+    from shared.errors import DataError
+
+    _synthetic_pair(tmp_path, "small", 40, 29)
+    _synthetic_pair(tmp_path, "large", 90, 130)
+    written = infer_main(["--checkpoint", str(trained / "ck" / "latest.pth"), "--image", str(tmp_path / "img"),
+                          "--trimap", str(tmp_path / "tri"), "--output", str(tmp_path / "out"), "--no-composite",
+                          "--tile-size", "64", "--overlap", "16", "--device", "cpu"])
+    assert sorted(p.name for p in written) == ["large.png", "small.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "large.png")).shape == (90, 130)
+    assert np.asarray(Image.open(tmp_path / "out" / "small.png")).shape == (40, 29)
+
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "tri" / "small.png")
+    with pytest.raises(DataError, match=r"small\.png: trimap is 10x10 but .* is 29x40"):
+        infer_main(["--checkpoint", str(trained / "ck" / "latest.pth"), "--image", str(tmp_path / "img"),
+                    "--trimap", str(tmp_path / "tri"), "--output", str(tmp_path / "out2")])
