@@ -30,3 +30,18 @@ for ckpt in (early, run_dir / "latest.pth"):
     row.append(inpaint(gen, masked, mask))
 save_image_grid(docs / "astronaut_demo.png", [row + [gt]])
 print("wrote", docs / "loss_curve_demo.png", docs / "astronaut_demo.png")
+
+if len(sys.argv) > 4:  # ablation run folder: plain (non-equalised) layers at the same lr 0.002
+    ablation = read_metrics(Path(sys.argv[4]) / "metrics.jsonl")
+    ours = read_metrics(run_dir / "metrics.jsonl")
+    records = [{"step": r["step"], "equalised layers (this package): fixed_hole_l1": r["fixed_hole_l1"]}
+               for r in ours if "fixed_hole_l1" in r]
+    records += [{"step": r["step"], "plain layers, same lr 0.002: fixed_hole_l1": r["fixed_hole_l1"]}
+                for r in ablation if "fixed_hole_l1" in r]
+    records += [{"step": r["step"], "plain layers, same lr 0.002: batch hole_l1": r["hole_l1"]}
+                for r in ablation if "hole_l1" in r]
+    plot_curves(records, [k for r in records[:1] for k in r if k != "step"]
+                + ["plain layers, same lr 0.002: fixed_hole_l1", "plain layers, same lr 0.002: batch hole_l1"],
+                docs / "ablation_plain_layers.png", title="same run, ordinary layers at the spec's lr 0.002",
+                size=(900, 200), smooth_window=1)
+    print("wrote", docs / "ablation_plain_layers.png")

@@ -206,6 +206,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert (run_dir / "latest.pth").read_bytes() == before  # a failed run never clobbers what exists
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_script(tmp_path):
     proc = run(["main.py", "--no-wandb", "--data-root", str(tmp_path / "missing"), "--checkpoint-dir",
                 str(tmp_path / "r"), *TINY], tmp_path, check=False)

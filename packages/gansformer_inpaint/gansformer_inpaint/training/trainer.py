@@ -179,10 +179,11 @@ class Trainer:
             logs["r1"] = r1.item()
 
         # Generator: fool D with the composed image, reconstruct the hole (and the rest) in L1.
+        # D is frozen and called unwrapped: no D gradient exists here for DDP to synchronise.
         self.disc.requires_grad_(False)
         with self.amp_g.autocast():
             raw, composed = self.gen(masked, mask)
-            adv = g_loss_nonsaturating(self.disc(composed, mask).float())
+            adv = g_loss_nonsaturating(self.disc_module(composed, mask).float())
         rec, hole, valid = reconstruction_loss(raw.float(), gt, mask, cfg.hole_weight)
         g_loss = cfg.adv_weight * adv + cfg.l1_weight * rec
         self.amp_g.backward_and_step(g_loss, self.opt_g, max_grad_norm=cfg.max_grad_norm)
