@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import re
 import sys
 import time
 import warnings
@@ -540,7 +541,7 @@ class Trainer:
             else:
                 with warnings.catch_warnings():
                     # D's scheduler steps in epochs before the GAN starts, when D has not stepped yet.
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                     sched.step()
         was_best = self.manager.is_better(monitor)
         written = self.save(epoch_no, monitor)

@@ -84,6 +84,7 @@ def test_discriminator_config_and_sigmoid(tiny_config):
     cfg = tiny_config(discriminator_use_sigmoid=True, discriminator_type="simple")
     d = build_discriminator(cfg.model)
     assert d.n_layers == 3
-    out = d(torch.rand(2, 8, 64, 64))
+    with torch.no_grad():
+        out = d(torch.rand(2, 8, 64, 64))
     assert out.shape[0] == 2 and out.shape[1] == 1
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0

@@ -129,7 +129,7 @@ def make_material(index: int, size: int, seed: int = 0) -> dict[str, torch.Tenso
     albedo = albedo * (1 - metallic) + (tint[:, None, None] * (0.9 + 0.1 * detail)) * metallic
     r_base, r_contrast = _rand(g, 0.15, 0.85), _rand(g, -0.35, 0.35)
     roughness = (r_base + r_contrast * (mask - 0.5) + 0.15 * (detail - 0.5)).clamp(0.05, 1.0)
-    amplitude = _rand(g, 0.01, 0.05)
+    amplitude = _rand(g, 0.03, 0.12)
     normal = height_to_normal(amplitude * (height + 0.3 * detail), strength=1.0)
     return {
         "albedo": albedo.clamp(0, 1),

@@ -1,0 +1,226 @@
+"""Entry scripts end to end on tiny synthetic data: train, checkpoints, logs, exact resume, inference."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuropbr import run_inference
+from neuropbr import train as train_mod
+from shared.checkpoint import load_checkpoint
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+TINY_CONFIG = """
+from train_config import get_quick_test_config
+
+
+def get_config():
+    cfg = get_quick_test_config()
+    cfg.model.encoder_type = "unet"
+    cfg.model.encoder_channels = [8, 16, 32, 64]
+    cfg.model.transformer_dim = 32
+    cfg.model.transformer_num_heads = 4
+    cfg.model.transformer_depth = 1
+    cfg.model.decoder_channels = [32, 16, 16, 16]
+    cfg.model.discriminator_ndf = 8
+    cfg.model.discriminator_n_layers = 2
+    cfg.data.synthetic_num_samples = 5
+    cfg.data.synthetic_image_size = 32
+    cfg.data.num_workers = 0
+    cfg.data.val_ratio = 0.2
+    cfg.training.gan_start_epoch = 1
+    cfg.training.log_every_n_steps = 1
+    cfg.training.save_every_n_epochs = 1
+    return cfg
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_script(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=PACKAGE_DIR, capture_output=True, text=True,
+                          timeout=timeout, env=_env())
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_config.py"
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+def _train_args(config: Path, ckpt: Path, epochs: int, *extra: str) -> list[str]:
+    return ["train.py", "--config", str(config), "--synthetic", "--batch-size", "2", "--epochs", str(epochs),
+            "--checkpoint-dir", str(ckpt), "--device", "cpu", "--deterministic", "--seed", "3", *extra]
+
+
+@pytest.fixture
+def _restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_path: Path, capsys,
+                                                 _restore_determinism):
+    full, part = tmp_path / "full", tmp_path / "part"
+    # In-process runs keep the suite fast; the resume below goes through the entry script.
+    assert train_mod.main(_train_args(tiny_config_file, full, 2)[1:]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 2 Summary:" in out and "Generator Loss:" in out and "Discriminator Loss:" in out
+    assert "[Validation] Epoch 2 - Loss:" in out and "Saved checkpoint:" in out and "Saved best model:" in out
+    for name in ("latest.pth", "best_model.pth", "checkpoint_epoch_0001.pth", "checkpoint_epoch_0002.pth",
+                 "samples/epoch_0002.png"):
+        assert (full / name).is_file(), name
+    assert list((full / "logs").glob("events.out.tfevents.*"))
+
+    # The same run in two halves: 1 epoch, then --resume to 2.
+    assert train_mod.main(_train_args(tiny_config_file, part, 1, "--tracker", "none")[1:]) == 0
+    proc = run_script(["train.py", "--resume", str(part / "latest.pth"), "--epochs", "2", "--tracker", "none"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_checkpoint(full / "latest.pth"), load_checkpoint(part / "latest.pth")
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
+    for key, value in a["generator_state_dict"].items():
+        assert torch.equal(value, b["generator_state_dict"][key]), key
+    for key, value in a["discriminator_state_dict"].items():
+        assert torch.equal(value, b["discriminator_state_dict"][key]), key
+    assert isinstance(a["config"], dict) and a["config"]["data"]["synthetic"] is True
+
+    # A fresh run must not overwrite an existing one.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        train_mod.main(_train_args(tiny_config_file, full, 1)[1:])
+    assert info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+
+    # Inference on a dataset sample and on a folder of three PNGs (in-process, same CLI).
+    sample_out = tmp_path / "inf_sample"
+    assert run_inference.main(["--checkpoint", str(full / "best_model.pth"), "--sample-idx", "1",
+                               "--out-dir", str(sample_out), "--device", "cpu"]) == 0
+    for name in ("albedo", "roughness", "metallic", "normal", "input_0", "input_2", "gt_normal"):
+        assert (sample_out / f"{name}.png").is_file(), name
+    views = tmp_path / "views"
+    views.mkdir()
+    for i in range(3):
+        (views / f"view_{i}.png").write_bytes((sample_out / f"input_{i}.png").read_bytes())
+    folder_out = tmp_path / "inf_folder"
+    assert run_inference.main(["--checkpoint", str(full / "latest.pth"), "--input-dir", str(views),
+                               "--out-dir", str(folder_out), "--device", "cpu", "--tile"]) == 0
+    from shared.images import read_image
+
+    normal = torch.from_numpy(read_image(folder_out / "normal.png", dtype="float32")) * 2 - 1
+    assert normal.shape == (32, 32, 3)
+    assert torch.allclose(normal.norm(dim=-1), torch.ones(32, 32), atol=0.02)
+    assert read_image(folder_out / "roughness.png", mode="L").shape == (32, 32)
+
+
+def test_spec_export_and_inline_inference_snippets(tiny_config_file: Path, tmp_path: Path):
+    ckpt = tmp_path / "ck"
+    train_mod.main(_train_args(tiny_config_file, ckpt, 1, "--tracker", "none")[1:] + ["--max-steps-per-epoch", "1"])
+    snippet = f"""
+import torch
+ckpt = torch.load('{ckpt}/best_model.pth')
+state = ckpt['generator_state_dict']
+cfg = ckpt['config']
+torch.save({{'config': cfg, 'model_state_dict': state}}, '{tmp_path}/model_inference.pth')
+
+from train import MultiViewPBRGenerator
+ckpt = torch.load('{tmp_path}/model_inference.pth')
+model = MultiViewPBRGenerator(ckpt['config']).eval()
+model.load_state_dict(ckpt['model_state_dict'])
+inputs = torch.randn(1, 3, 3, 32, 32)
+with torch.no_grad():
+    outputs = model(inputs)
+print(sorted((k, tuple(v.shape)) for k, v in outputs.items()))
+"""
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=PACKAGE_DIR, capture_output=True, text=True,
+                          timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "('normal', (1, 3, 32, 32))" in proc.stdout
+    # The exported file also works with run_inference.
+    out = tmp_path / "inf"
+    assert run_inference.main(["--checkpoint", str(tmp_path / "model_inference.pth"), "--sample-idx", "0",
+                               "--out-dir", str(out), "--device", "cpu"]) == 0
+    assert (out / "metallic.png").is_file()
+
+
+def test_lightweight_has_no_discriminator(tmp_path: Path):
+    args = train_mod.build_arg_parser().parse_args(
+        ["--config", "lightweight", "--synthetic", "--image-size", "32", "--synthetic-samples", "3",
+         "--epochs", "1", "--batch-size", "2", "--checkpoint-dir", str(tmp_path), "--tracker", "none",
+         "--device", "cpu"])
+    cfg = train_mod.resolve_config(args)
+    # Same preset, small enough for a CPU test (the GAN switch is what is under test).
+    cfg.model.encoder_type, cfg.model.encoder_channels = "unet", [8, 16, 32]
+    cfg.model.transformer_dim, cfg.model.transformer_num_heads, cfg.model.transformer_depth = 16, 2, 1
+    cfg.data.num_workers = 0
+    trainer = train_mod.Trainer(cfg, None, None, max_steps_per_epoch=1)
+    assert trainer.discriminator is None and trainer.opt_d is None
+    assert trainer.run() == 0
+    state = load_checkpoint(tmp_path / "latest.pth")
+    assert "discriminator" not in state["state"] and "discriminator_state_dict" not in state
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input-dir", "{tmp}/missing", "--output-dir", "{tmp}"], "input folder not found"),
+    (["--input-dir", "{tmp}", "--output-dir", "{tmp}"], "render_metadata.json not found"),
+    (["--synthetic", "--config", "nope"], "config not found"),
+    (["--resume", "{tmp}/none.pth"], "checkpoint not found"),
+    (["--synthetic", "--device", "cuda"] if not torch.cuda.is_available() else ["--synthetic", "--device", "mps"],
+     "not available"),
+])
+def test_bad_inputs_give_one_line_errors(argv, message, tmp_path: Path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--checkpoint-dir", str(tmp_path / "ck")]
+    with pytest.raises(SystemExit) as info:
+        train_mod.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "ck" / "latest.pth").exists()
+
+
+def test_inference_bad_inputs(tmp_path: Path, capsys):
+    empty = tmp_path / "two"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as info:
+        run_inference.main(["--checkpoint", str(tmp_path / "missing.pth"), "--input-dir", str(empty)])
+    assert info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_test_preset_through_entry_script(tmp_path: Path):
+    """The issue's command: quick_test preset, synthetic, batch 2 (image size cut for CPU)."""
+    proc = run_script(["train.py", "--config", "quick_test", "--synthetic", "--batch-size", "2", "--image-size", "32",
+                       "--synthetic-samples", "4", "--epochs", "2", "--checkpoint-dir", str(tmp_path / "ck"),
+                       "--device", "cpu"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "D_loss" in proc.stdout and (tmp_path / "ck" / "best_model.pth").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_latest_and_resumes_mid_epoch(tiny_config_file: Path, tmp_path: Path):
+    ckpt = tmp_path / "ck"
+    args = _train_args(tiny_config_file, ckpt, 50, "--tracker", "none", "--synthetic-samples", "40")
+    proc = subprocess.Popen([sys.executable, *args], cwd=PACKAGE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env())
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpt / "latest.pth").exists():
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    state = load_checkpoint(ckpt / "latest.pth")
+    assert state["extra"]["batch_in_epoch"] >= 1
+    proc = run_script(["train.py", "--resume", str(ckpt / "latest.pth"), "--epochs", str(state["epoch"] + 1),
+                       "--tracker", "none"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
