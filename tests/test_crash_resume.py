@@ -35,16 +35,40 @@ class Entry:
     marks: list = field(default_factory=list)
 
 
+SLOW = [pytest.mark.slow]
 ENTRIES = [
     Entry("deblur_unet", "train.py",
           ["--synthetic", "--synthetic-samples", "8", "--batch-size", "2", "--patch-size", "32", "--base-ch", "8",
            "--tracker", "none", "--num-workers", "0", "--seed", "7", "--deterministic", "--device", "cpu",
            "--sample-every", "0"]),
+    Entry("abpn_retouch", "trainer.py",
+          ["--synthetic", "--synthetic-count", "2", "--synthetic-size", "96", "--batch-size", "1", "--patch-size", "64",
+           "--stride", "48", "--base-channels", "8", "--refine-channels", "8", "--perceptual-size", "32",
+           "--tracker", "none", "--num-workers", "0", "--seed", "7", "--deterministic", "--device", "cpu",
+           "--precision", "fp32", "--sample-save-freq", "0"],
+          checkpoint_flag="--save-dir", epochs_flag="--num-epochs", marks=SLOW),
+    Entry("alphagan_matting", "main.py",
+          ["--config", "configs/quick_test.yaml", "--synthetic", "--synthetic-size", "4", "--tracker", "none",
+           "--seed", "7", "--deterministic", "--device", "cpu", "--log-dir", "{tmp}/logs"],
+          checkpoint_flag="--checkpoints-dir", marks=SLOW),
+    Entry("gansformer_inpaint", "main.py",
+          ["--synthetic", "--synthetic-size", "4", "--batch-size", "2", "--img-size", "32", "--base-channels", "8",
+           "--latent-dim", "32", "--no-wandb", "--workers", "0", "--seed", "7", "--deterministic", "--device", "cpu"],
+          marks=SLOW),
+    Entry("neuropbr", "train.py",
+          ["--config", "quick_test", "--synthetic", "--synthetic-samples", "4", "--image-size", "32",
+           "--batch-size", "2", "--tracker", "none", "--num-workers", "0", "--seed", "7", "--deterministic",
+           "--device", "cpu"], marks=SLOW),
+    Entry("neuropbr", "student/train.py",
+          ["--config", "mobilenetv3_512", "--synthetic", "--synthetic-samples", "4", "--image-size", "32",
+           "--batch-size", "2", "--tracker", "none", "--num-workers", "0", "--seed", "7", "--deterministic",
+           "--device", "cpu"], marks=SLOW),
 ]
 
 
 def _run(entry: Entry, ckpt: Path, extra: list[str] = (), background: bool = False):
-    command = [sys.executable, entry.script, *entry.args, entry.checkpoint_flag, str(ckpt),
+    args = [a.replace("{tmp}", str(ckpt)) for a in entry.args]
+    command = [sys.executable, entry.script, *args, entry.checkpoint_flag, str(ckpt),
                entry.epochs_flag, str(entry.epochs), *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
     cwd = ROOT / "packages" / entry.package
@@ -84,7 +108,7 @@ def _assert_same_training_state(a: Path, b: Path) -> None:
             assert value == other, f"{key}: {value} != {other}"
 
 
-@pytest.mark.parametrize("entry", [pytest.param(e, id=e.package, marks=e.marks) for e in ENTRIES])
+@pytest.mark.parametrize("entry", [pytest.param(e, id=f"{e.package}/{e.script}", marks=e.marks) for e in ENTRIES])
 def test_sigkill_then_resume_matches_uninterrupted_run(entry: Entry, tmp_path: Path):
     straight = tmp_path / "straight"
     _run(entry, straight)
