@@ -57,8 +57,10 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        # Pooling floors odd sizes, so the upsampled map can be a pixel short of its skip.
-        if x.shape[-2:] != skip.shape[-2:]:
+        # Pooling floors odd sizes, so the upsampled map can be a pixel short of its skip. An exported
+        # graph must keep the resize unconditionally (at equal sizes it is the identity), or the
+        # traced shapes would be frozen to the export example's.
+        if x.shape[-2:] != skip.shape[-2:] or torch.onnx.is_in_onnx_export():
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return self.conv(torch.cat([x, skip], dim=1))
 
