@@ -213,3 +213,23 @@ def test_bad_input_through_the_script(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: dataset folder not found "
                                                 "(expected extracted/ and ground_truth/ inside)"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_latest_and_exits_75(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "main.py", "--synthetic", "--synthetic-size", "400", "--batch-size", "2",
+                             "--epochs", "1", "--no-wandb", "--log-interval", "1", "--checkpoint-dir", str(run_dir),
+                             *TINY], cwd=PKG, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (run_dir / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 75, err[-2000:]
+    state = torch.load(run_dir / "latest.pth", weights_only=True)
+    assert state["extra"]["epoch"] == 0 and 0 < state["extra"]["batch_in_epoch"] < 200

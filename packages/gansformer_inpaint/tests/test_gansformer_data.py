@@ -117,6 +117,8 @@ def test_unpaired_names(tmp_path):
 
 def test_unsupported_format(tmp_path):
     root = make_dataset(tmp_path)
+    (root / "extracted" / "notes.txt").write_text("not an image: ignored")
+    assert len(InpaintingDataset(root, 32)) == 3
     Image.new("RGB", (32, 32)).save(root / "extracted" / "img9.gif")
     with pytest.raises(DataError, match=r"img9\.gif: unsupported image format"):
         InpaintingDataset(root, 32)

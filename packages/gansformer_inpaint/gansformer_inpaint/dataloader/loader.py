@@ -26,14 +26,18 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp
 MIN_SIZE = 16
 
 
+IMAGE_LIKE = frozenset(IMAGE_EXTENSIONS) | {".gif", ".tga", ".ppm", ".pgm", ".heic", ".heif", ".avif", ".jp2", ".ico"}
+
+
 def check_folder_formats(folder: Path) -> None:
-    """Refuse image files in a format the spec does not support, rather than skip them silently."""
+    """Refuse image files in a format the spec does not support, rather than skip them silently.
+
+    Files that are not images at all (notes, ``Thumbs.db``) are ignored, as the pairing ignores them.
+    """
     for path in sorted(folder.iterdir()):
         suffix = path.suffix.lower()
-        if path.is_file() and not path.name.startswith(".") and suffix not in SUPPORTED_EXTENSIONS:
-            known = suffix in IMAGE_EXTENSIONS or suffix in (".gif", ".tga", ".ppm", ".heic", ".avif")
-            what = "unsupported image format" if known else "not a supported image file"
-            raise DataError(f"{path}: {what} '{suffix or '(none)'}'; use one of {', '.join(SUPPORTED_EXTENSIONS)}")
+        if path.is_file() and suffix in IMAGE_LIKE and suffix not in SUPPORTED_EXTENSIONS:
+            raise DataError(f"{path}: unsupported image format '{suffix}'; use one of {', '.join(SUPPORTED_EXTENSIONS)}")
 
 
 def image_size(path: Path) -> tuple[int, int]:
