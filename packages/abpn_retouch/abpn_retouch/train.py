@@ -235,7 +235,7 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                             running["loss_sum"] += float(loss.detach())
                             running["count"] += 1
                         bar.set_postfix(loss=f"{running['loss_sum'] / max(running['count'], 1):.4f}",
-                                        l1=f"{float(terms['global_l1']):.4f}", dice=f"{float(terms['dice']):.3f}")
+                                        l1=f"{terms['global_l1'].item():.4f}", dice=f"{terms['dice'].item():.3f}")
                         if global_step % cfg.log_every == 0:
                             tracker.log_metrics({"train/loss": float(loss.detach()),
                                                  **{f"train/{k}": float(v) for k, v in terms.items()}},

@@ -15,10 +15,16 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "retouch"
 
 
-def run_script(script: str, *args: str, cwd: Path = PACKAGE_DIR, timeout: int = 300) -> subprocess.CompletedProcess:
+def _run_script(script: str, *args: str, cwd: Path = PACKAGE_DIR, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture
+def run_script():
+    """Run an entry script of the package in a subprocess (cwd = the package folder)."""
+    return _run_script
 
 
 @pytest.fixture

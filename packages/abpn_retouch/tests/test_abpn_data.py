@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from abpn_retouch.data import GroupedPatchSampler, PatchDataset, file_sources, synthetic_sources
+from shared.errors import DataError
+from shared.tiling import patch_grid
+
+
+def test_length_is_patch_count_and_border_is_reflected(pair_dirs):
+    sources = file_sources(*pair_dirs)
+    ds = PatchDataset(sources, patch_size=64, stride=48)
+    expected = sum(len(patch_grid(*s.size, 64, 48)) for s in sources)
+    assert len(ds) == expected
+    item = ds[len(ds.groups[0]) - 1]  # bottom-right patch of the 96×128 image crosses the border
+    assert item["input"].shape == (3, 64, 64) and item["mask"].shape == (1, 32, 32)
+    assert item["mask"].min() >= 0 and item["mask"].max() <= 1
+    image, _ = sources[0].load()
+    ref = ds.patches[len(ds.groups[0]) - 1]
+    inside = 128 - ref.left  # columns still inside the image; the next one mirrors the last column
+    np.testing.assert_array_equal((item["input"][:, 0, inside] * 255).round().byte().numpy(),
+                                  image[ref.top, 127])
+
+
+def test_each_image_is_decoded_once_per_epoch():
+    ds = PatchDataset(synthetic_sources(3, (112, 112)), patch_size=64, stride=48)
+    sampler = GroupedPatchSampler(ds.groups, seed=0)
+    for index in sampler:
+        ds[index]
+    assert ds.decode_count == 3 and len(ds) == 12
+    per_patch = PatchDataset(synthetic_sources(3, (112, 112)), patch_size=64, stride=48, cache_images=0)
+    for index in sampler:
+        per_patch[index]
+    assert per_patch.decode_count == 12
+
+
+def test_sampler_groups_shuffles_and_is_reproducible():
+    groups = [[0, 1, 2], [3, 4], [5, 6, 7, 8]]
+    sampler = GroupedPatchSampler(groups, seed=1)
+    orders = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(9))
+        image_of = [next(g for g, members in enumerate(groups) if i in members) for i in order]
+        assert sum(a != b for a, b in zip(image_of, image_of[1:], strict=False)) == 2  # contiguous groups
+        orders.append(order)
+    assert len({tuple(o) for o in orders}) > 1
+    sampler.set_epoch(2)
+    assert list(sampler) == orders[2]
+    sampler.set_epoch(2, skip=4)
+    assert list(sampler) == orders[2][4:] and len(sampler) == 5
+
+
+def test_sampler_splits_ranks_equally():
+    groups = [[0, 1, 2], [3, 4], [5, 6, 7, 8]]
+    parts = [list(GroupedPatchSampler(groups, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == 5
+    assert set(parts[0]) | set(parts[1]) == set(range(9))
+
+
+def test_missing_unpaired_and_size_mismatch(tmp_path, pair_dirs):
+    original, retouch = pair_dirs
+    with pytest.raises(DataError, match="folder not found"):
+        file_sources(tmp_path / "nope", retouch)
+    (original / "extra.png").write_bytes((original / "img_0.png").read_bytes())
+    with pytest.raises(DataError, match="extra.png: no matching file"):
+        file_sources(original, retouch)
+    (original / "extra.png").unlink()
+    (retouch / "img_1.png").write_bytes((retouch / "img_0.png").read_bytes())
+    with pytest.raises(DataError, match="img_1.png: retouched image is 128×96"):
+        file_sources(original, retouch)
+
+
+def test_too_small_and_truncated(tmp_path, pair_dirs):
+    sources = file_sources(*pair_dirs)
+    with pytest.raises(DataError, match="img_1.png: image is 80×80, smaller than --patch-size 96"):
+        PatchDataset(sources, patch_size=96, stride=64)
+    assert len(PatchDataset(sources, patch_size=96, stride=64, pad_small=True)) > 0
+    broken = Path(pair_dirs[0]) / "img_0.png"
+    broken.write_bytes(broken.read_bytes()[:200])
+    ds = PatchDataset(file_sources(*pair_dirs), patch_size=64, stride=48)
+    with pytest.raises(DataError, match="img_0.png: unreadable or truncated"):
+        ds[0]
+
+
+def test_synthetic_pairs_differ_locally():
+    from abpn_retouch.data import synthetic_portrait
+
+    src, dst = synthetic_portrait(0, 128, 128)
+    diff = np.abs(src.astype(int) - dst.astype(int)).max(axis=2)
+    assert src.shape == (128, 128, 3) and 0.01 < (diff > 3).mean() < 0.5
+    assert torch.equal(torch.from_numpy(synthetic_portrait(0, 128, 128)[0]), torch.from_numpy(src))

@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from shared.checkpoint import load_checkpoint
+
+TINY = ["--synthetic", "--synthetic-count", "2", "--patch-size", "32", "--stride", "24", "--batch-size", "2",
+        "--num-workers", "0", "--base-channels", "8", "--refine-channels", "4", "--perceptual-size", "32",
+        "--device", "cpu", "--deterministic", "--log-every", "1"]
+
+
+def test_trainer_end_to_end_with_wandb_offline(tmp_path, run_script):
+    save = tmp_path / "run"
+    result = run_script("trainer.py", *TINY, "--num-epochs", "2", "--save-every", "2", "--save-dir", str(save))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {"latest.pth", "best.pth", "checkpoint_epoch_0002.pth"} <= {p.name for p in save.iterdir()}
+    assert (save / "samples" / "epoch_0002.png").is_file()
+    assert list((save / "wandb").glob("offline-run-*"))
+    state = load_checkpoint(save / "latest.pth")
+    assert state["kind"] == "abpn_retouch" and state["epoch"] == 2 and state["config"]["patch_size"] == 32
+    # A second fresh run must not overwrite the first one.
+    again = run_script("trainer.py", *TINY, "--num-epochs", "1", "--save-dir", str(save))
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert load_checkpoint(save / "latest.pth")["epoch"] == 2
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, run_script):
+    full, half = tmp_path / "full", tmp_path / "half"
+    common = [*TINY, "--tracker", "none", "--sample-save-freq", "0", "--w-perceptual", "0"]
+    assert run_script("trainer.py", *common, "--num-epochs", "2", "--save-dir", str(full)).returncode == 0
+    assert run_script("trainer.py", *common, "--num-epochs", "1", "--save-dir", str(half)).returncode == 0
+    resumed = run_script("trainer.py", *common, "--num-epochs", "2", "--save-dir", str(half),
+                         "--resume", str(half / "latest.pth"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_checkpoint(full / "latest.pth")["state"]["model"]
+    b = load_checkpoint(half / "latest.pth")["state"]["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image-dir", "/nonexistent/original", "--gt-dir", "/nonexistent/retouch"], "folder not found"),
+    (["--synthetic", "--patch-size", "30"], "must be a multiple of 8"),
+    (["--synthetic", "--resume", "/nonexistent/latest.pth"], "checkpoint not found"),
+])
+def test_bad_inputs_give_one_line_errors(tmp_path, run_script, args, message):
+    result = run_script("trainer.py", *args, "--tracker", "none", "--save-dir", str(tmp_path / "r"),
+                        "--num-workers", "0")
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_pretrained_checkpoint_of_other_architecture_is_refused(tmp_path, run_script):
+    from abpn_retouch.model import ABPN, ABPNConfig
+
+    path = tmp_path / "w.pth"
+    torch.save(ABPN(ABPNConfig(base_channels=8)).state_dict(), path)
+    result = run_script("trainer.py", "--synthetic", "--tracker", "none", "--save-dir", str(tmp_path / "r"),
+                        "--pretrained-path", str(path), "--patch-size", "32", "--stride", "24")
+    assert result.returncode == 2 and "weights do not fit" in result.stderr
+
+
+def test_model_overfits_real_pairs(real_data):
+    from abpn_retouch.data import PatchDataset, file_sources
+    from abpn_retouch.losses import LossWeights, RetouchLoss
+    from abpn_retouch.model import ABPN, ABPNConfig
+
+    torch.manual_seed(0)
+    sources = [s for s in file_sources(real_data / "original", real_data / "retouch")
+               if s.name in ("fivek_a3102", "ffhqr_teaser_1")]
+    ds = PatchDataset(sources, patch_size=64, stride=64)
+    batch = torch.utils.data.default_collate([ds[g[len(g) // 2]] for g in ds.groups])
+    model = ABPN(ABPNConfig(base_channels=16, refine_channels=8))
+    criterion = RetouchLoss(LossWeights(perceptual=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        out, logits = model(batch["input"])
+        loss, terms = criterion(out, batch["target"], logits, batch["mask"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append((loss.item(), terms["global_l1"].item()))
+    assert losses[-1][0] < 0.5 * losses[0][0], losses[::10]
+    assert losses[-1][1] < losses[0][1], losses[::10]  # the image itself gets closer to the retouch
+
+
+def test_model_entry_script_prints_shapes(run_script):
+    result = run_script("model.py", "--patch-size", "64", "--base-channels", "8")
+    assert result.returncode == 0, result.stderr
+    assert "(1, 1, 32, 32)" in result.stdout
