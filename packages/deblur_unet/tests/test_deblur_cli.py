@@ -168,7 +168,8 @@ def test_bad_inputs_message_through_subprocess(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: data folder not found"]
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x00" * 10)
-    proc = run_script("inference.py", "--checkpoint", bad, "--input", tmp_path, "--output", tmp_path / "o",
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    proc = run_script("inference.py", "--checkpoint", bad, "--input", tmp_path / "x.png", "--output", tmp_path / "o",
                       check=False)
     assert proc.returncode == 2 and "bad.pth" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
