@@ -173,3 +173,14 @@ def test_bad_inputs_message_through_subprocess(tmp_path):
                       check=False)
     assert proc.returncode == 2 and "bad.pth" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(2048, 2048), (1333, 1999)])
+def test_inference_cli_large_and_odd_images_on_cpu(trained, tmp_path, size):
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "big.png")
+    run_script("inference.py", "--checkpoint", trained / "ckpt" / "best.pth", "--input", tmp_path / "big.png",
+               "--output", tmp_path / "out.png", "--device", "cpu", "--tile-size", "512", "--overlap", "64",
+               "--batch-size", "4")
+    assert Image.open(tmp_path / "out.png").size == (size[1], size[0])
