@@ -116,8 +116,8 @@ def resolve_config(args: argparse.Namespace, resume_state: dict | None = None) -
     for section, key, value in overrides:
         if value is not None:
             setattr(section, key, value)
-    if args.input_dir and not args.metadata_path and resume_state is None:
-        d.metadata_path = None
+    if args.input_dir and not args.metadata_path:
+        d.metadata_path = None  # follow the new input dir: {input_dir}/render_metadata.json
     if args.use_dirty:
         d.use_dirty_renders = True
         d.render_curriculum = 2
