@@ -88,3 +88,18 @@ def test_discriminator_config_and_sigmoid(tiny_config):
         out = d(torch.rand(2, 8, 64, 64))
     assert out.shape[0] == 2 and out.shape[1] == 1
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_tiled_prediction_at_native_resolution(tiny_config):
+    """``--tile`` path: an input larger than the training size comes back at full size, normals unit length."""
+    from neuropbr.inference import predict
+
+    cfg = tiny_config()
+    cfg.data.synthetic, cfg.data.synthetic_image_size = True, 32
+    model = MultiViewPBRGenerator(cfg, quiet=True).eval()
+    views = torch.rand(1, 3, 3, 80, 72)
+    tiled = predict(model, views, cfg, mode="tile", tile_overlap=8)
+    resized = predict(model, views, cfg, mode="resize")
+    for out in (tiled, resized):
+        assert out["albedo"].shape == (1, 3, 80, 72) and out["metallic"].shape == (1, 1, 80, 72)
+        assert torch.allclose(out["normal"].norm(dim=1), torch.ones(1, 80, 72), atol=1e-4)
