@@ -17,7 +17,7 @@ class TrainConfig:
 
     data_dir: str | None = None
     synthetic: bool = False
-    synthetic_samples: int = 64
+    synthetic_samples: int = 32
     val_fraction: float = 0.1
     val_patch_size: int = 256
     epochs: int = 100
