@@ -80,7 +80,7 @@ def test_teacher_infer_rejects_student_checkpoint(tmp_path):
 
 def _train_args(ckpt_dir: Path, epochs: int, *extra: str) -> list[str]:
     return ["student/train.py", "--config", "configs/convattn_student.py", "--synthetic", "--synthetic-samples", "3",
-            "--image-size", "32", "--epochs", str(epochs), "--batch-size", "1", "--max-steps-per-epoch", "2",
+            "--image-size", "64", "--epochs", str(epochs), "--batch-size", "1", "--max-steps-per-epoch", "2",
             "--device", "cpu", "--num-workers", "0", "--tracker", "none", "--deterministic",
             "--checkpoint-dir", str(ckpt_dir), *extra]
 
@@ -152,3 +152,32 @@ def test_run_inference_needs_three_images(tmp_path):
     save_image(tmp_path / "v" / "a.png", torch.rand(3, 8, 8))
     with pytest.raises(DataError, match="at least 3 images"):
         first_three(tmp_path / "v")
+
+
+@pytest.mark.slow
+def test_preempted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+    """A stop request after the first step saves latest.pth inside the epoch (exit 75); resuming gives the
+    same weights as an uninterrupted run."""
+    from neuropbr.student.train import build_parser, train
+    from shared.preemption import EXIT_PREEMPTED, GracefulStop
+
+    monkeypatch.chdir(PACKAGE_DIR)
+
+    def args(ckpt: Path, *extra: str):
+        return build_parser().parse_args(_train_args(ckpt, 1, *extra)[1:])
+
+    assert train(args(tmp_path / "full")) == 0
+    calls = {"n": 0}
+
+    def stop_after_first(self):
+        calls["n"] += 1
+        return calls["n"] == 1
+
+    monkeypatch.setattr(GracefulStop, "should_stop", stop_after_first)
+    assert train(args(tmp_path / "cut")) == EXIT_PREEMPTED
+    state = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)
+    assert state["epoch"] == 0 and state["extra"]["batches_done"] == 1
+    assert train(args(tmp_path / "cut", "--resume", str(tmp_path / "cut" / "latest.pth"))) == 0
+    a = torch.load(tmp_path / "full" / "latest.pth", weights_only=True)["state"]["model"]
+    b = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)["state"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

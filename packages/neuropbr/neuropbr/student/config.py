@@ -158,6 +158,8 @@ def load_student_config(name_or_path: str) -> StudentConfig:
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = PRESET_DIR / f"{name_or_path}.py"
+    elif not path.exists() and not path.is_absolute() and path.parent.name == "configs":
+        path = PRESET_DIR / path.name  # "configs/x.py" given from outside the package folder
     if not path.is_file():
         raise ConfigError(f"{name_or_path}: student config not found (give a .py file or one of "
                           f"{', '.join(sorted(p.stem for p in PRESET_DIR.glob('*.py')))})")

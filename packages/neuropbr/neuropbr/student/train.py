@@ -132,6 +132,20 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return perm[rank::world]
 
 
+def cosine_lr(base: float, floor: float, epoch: int, epochs: int) -> float:
+    """Cosine decay from ``base`` (epoch 0) towards ``floor``, in closed form.
+
+    A closed form of (epoch, epochs) rather than a stateful scheduler: resuming with a larger
+    ``--epochs`` continues on the longer schedule, and epoch e's rate never depends on history.
+    """
+    return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def evaluate(model, loader, loss_fn, amp, device) -> dict[str, float]:
     model.eval()
     totals: dict[str, float] = {}
@@ -192,13 +206,12 @@ def train(args: argparse.Namespace) -> int:
 
         model = build_student(cfg).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs, eta_min=t.min_lr)
         amp = MixedPrecision(t.precision, device)
         loss_fn = DistillationLoss(cfg.loss)
         manager = CheckpointManager(ckpt_dir, save_every_n_epochs=t.save_every_n_epochs, keep_last=t.keep_last,
                                     monitor="val_loss")
         start_epoch, global_step, skip_batches = 0, 0, 0
-        objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "amp": amp}
+        objects = {"model": model, "optimizer": optimizer, "amp": amp}
         if resume_state is not None:
             resumed = restore_training_state(resume_state, objects, kind=STUDENT_KIND, source=args.resume)
             start_epoch, global_step = resumed.epoch, resumed.global_step
@@ -221,6 +234,7 @@ def train(args: argparse.Namespace) -> int:
 
         with GracefulStop() as stop:
             for epoch in range(start_epoch, t.epochs):
+                set_lr(optimizer, cosine_lr(t.lr, t.min_lr, epoch, t.epochs))
                 order = epoch_order(len(train_set), t.seed, epoch)
                 limit = len(order) if not args.max_steps_per_epoch else min(len(order), args.max_steps_per_epoch * t.batch_size)
                 first = skip_batches * t.batch_size
@@ -248,11 +262,11 @@ def train(args: argparse.Namespace) -> int:
                         tracker.log_metrics({f"train/{k}": v for k, v in logs.items()} | {"train/lr": optimizer.param_groups[0]["lr"]},
                                             global_step)
                     if stop.should_stop():
-                        manager.save(state(epoch, done), epoch)  # latest.pth, resumes inside this epoch
+                        if dist.is_main_process():  # latest.pth only: the epoch is not finished
+                            save_checkpoint(manager.latest_path, state(epoch, done))
                         print(f"Stopped by {stop.signal_name or 'signal'}; saved {manager.latest_path}", file=sys.stderr)
                         tracker.finish()
                         return EXIT_PREEMPTED
-                scheduler.step()
                 train_loss = dist.all_reduce_mean(running.get("loss", 0.0) / max(steps, 1))
                 val = evaluate(model, val_loader, loss_fn, amp, device) if val_loader else {}
                 metric = val.get("loss", train_loss)
