@@ -181,3 +181,26 @@ def test_preempted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     a = torch.load(tmp_path / "full" / "latest.pth", weights_only=True)["state"]["model"]
     b = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)["state"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_infer_on_dataset_layout(tmp_path, tiny_config):
+    """--data-root with the spec's input/ + output/ layout: every clean and dirty sample gets a prediction
+    and the student loader finds them."""
+    import importlib.util
+
+    from neuropbr.student.config import StudentConfig
+    from neuropbr.student.data import StudentDataset
+    from neuropbr.teacher_infer import run
+
+    spec = importlib.util.spec_from_file_location("_student_data_tests", Path(__file__).with_name("test_neuropbr_student_data.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    inp, out = helpers.make_layout(tmp_path / "data", n=2, size=40)
+    ckpt = _teacher_checkpoint(tmp_path / "teacher.pth", tiny_config)
+    summary = run(["--checkpoint", str(ckpt), "--data-root", str(tmp_path / "data"), "--shards-dir",
+                   str(tmp_path / "shards"), "--shard-size", "8", "--device", "cpu"])
+    assert summary["samples"] == 4 and summary["written"] == 1
+    cfg = StudentConfig()
+    cfg.data.image_size, cfg.data.output_size, cfg.data.render_curriculum = 32, 64, 2
+    views, target, teacher = StudentDataset(cfg, inp, out, tmp_path / "shards")[0]
+    assert teacher.shape == target.shape == (8, 64, 64)
