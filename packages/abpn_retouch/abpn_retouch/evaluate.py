@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--magnifier", type=float, default=5.0, help="GT mask magnifier (default: 5.0)")
     parser.add_argument("--mask-threshold", type=float, default=3.0, help="GT mask threshold (default: 3)")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side (default: 1024)")
-    parser.add_argument("--overlap", type=int, default=128, help="tile overlap (default: 128)")
+    parser.add_argument("--overlap", type=int, default=256, help="tile overlap (default: 256)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="autocast precision (default: fp32)")
     return parser

@@ -38,7 +38,7 @@ def inputs_of(path: str | Path) -> list[Path]:
     return list_images(path, IMAGE_EXTENSIONS)
 
 
-def retouch(model: ABPN, image: np.ndarray, tile_size: int = 1024, overlap: int = 128, batch_size: int = 1,
+def retouch(model: ABPN, image: np.ndarray, tile_size: int = 1024, overlap: int = 256, batch_size: int = 1,
             device: torch.device | None = None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """``(H, W, 3)`` uint8 → retouched ``(3, H, W)`` and mask probabilities ``(1, H/2, W/2)`` (CPU, 0..1).
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output folder: <name>.png (and <name>_mask.png)")
     parser.add_argument("--save-mask", action="store_true", help="also write the predicted mask, full size")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default: 1024)")
-    parser.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default: 128)")
+    parser.add_argument("--overlap", type=int, default=256, help="tile overlap in pixels (default: 256)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default: 1)")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="autocast precision (default: fp32)")
