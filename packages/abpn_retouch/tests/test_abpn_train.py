@@ -89,3 +89,34 @@ def test_model_entry_script_prints_shapes(run_script):
     result = run_script("model.py", "--patch-size", "64", "--base-channels", "8")
     assert result.returncode == 0, result.stderr
     assert "(1, 1, 32, 32)" in result.stdout
+
+
+
+@pytest.mark.slow
+def test_sigterm_saves_latest_and_resume_finishes_the_epoch(tmp_path, run_script):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    package_dir = Path(__file__).resolve().parents[1]
+    save = tmp_path / "run"
+    args = [*TINY, "--synthetic-count", "16", "--batch-size", "1", "--tracker", "none", "--num-epochs", "1",
+            "--sample-save-freq", "0", "--save-dir", str(save)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "trainer.py", *args], cwd=package_dir, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.time() + 240
+    while "2/64" not in seen and time.time() < deadline and proc.poll() is None:
+        seen += proc.stderr.read(1)
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 75, (seen + rest)[-2000:]
+    state = load_checkpoint(save / "latest.pth")
+    assert state["epoch"] == 0 and 0 < state["extra"]["batch_in_epoch"] < 64
+    resumed = run_script("trainer.py", *args, "--resume", str(save / "latest.pth"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(save / "latest.pth")["epoch"] == 1
