@@ -72,6 +72,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; anything else is a truncated file or not a checkpoint at all,
+        # which the unpickler would otherwise misreport as an unsafe object.
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): not a torch zip archive")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -34,13 +34,16 @@ def test_tensorboard(tmp_path):
     assert events.Images("samples")[0].width == 12
 
 
-def test_mlflow(tmp_path):
+def test_mlflow(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
+    uri = (tmp_path / "mlruns").resolve().as_uri()
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; scope it to this test so later subprocesses
+    # (other packages' CLI tests) do not inherit this store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracker = create_tracker("mlflow", tmp_path, project="exp", run_name="r1", config=CONFIG)
     run_id = tracker.run.info.run_id
-    uri = (tmp_path / "mlruns").resolve().as_uri()
     _log(tracker)
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
