@@ -1,6 +1,6 @@
 """Run the CPU benchmarks and rewrite the tables in docs/benchmarks.md.
 
-    uv run --group benchmark python -m tests.benchmarks.run_all [--quick]
+    uv run --all-packages --all-extras --group benchmark python -m tests.benchmarks.run_all [--quick] [--repeats N]
 
 Every ratio is measured in this one run on this machine: a median of repetitions after a warm-up,
 and peak memory from a fresh subprocess per method. ``--quick`` uses smaller inputs to check the
@@ -68,8 +68,9 @@ def replace_section(text: str, name: str, body: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small inputs, to check the harness")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per tiling method (after a warm-up)")
     args = parser.parse_args()
-    size, repeats, seam_size = (640, 1, 640) if args.quick else (2048, 2, 1024)
+    size, repeats, seam_size = (640, 1, 640) if args.quick else (2048, args.repeats, 1024)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = f"Machine: {machine()}. Run: {stamp}{' (--quick: not the documented figures)' if args.quick else ''}."
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
