@@ -44,12 +44,12 @@ def tiling_section(size: int, repeats: int, seam_size: int) -> str:
         ("ours, contiguous ÷ spec loop (time)", times["ours_contiguous"] / times["spec_loop"], 0.8, "≤ 0.80"),
     ]
     lines = [f"Deblur U-Net (base 32), {size}×{size} RGB, tile 512, overlap 64, batch 4, fp32; each method in its "
-             f"own process, median of {repeats} after a warm-up; memory = peak RSS above the process's baseline. "
+             f"own process, median of {repeats} after a warm-up; memory = the process's peak RSS (same model and input in every process). "
              "`ours` is `tiled_forward` with channels_last (the package default on CPU); `ours_contiguous` without.",
              "", "| ratio | measured | target | met |", "| --- | --- | --- | --- |"]
     for name, value, limit, target in rows:
         lines.append(f"| {name} | {value:.3f} | {target} | {'yes' if value <= limit else 'no'} |")
-    lines += ["", "| method | time (s) | peak memory (MiB) |", "| --- | --- | --- |"]
+    lines += ["", "| method | time (s) | peak RSS (MiB) |", "| --- | --- | --- |"]
     lines += [f"| {m} | {times[m]:.2f} | {memory[m]:.0f} |" for m in bench_tiling.METHODS]
     lines += ["", f"| seam check ({seam_size}×{seam_size}): PSNR tiled vs. full image | measured | target |",
               "| --- | --- | --- |"]
