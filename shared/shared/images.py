@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,12 @@ DEFAULT_MAX_PIXELS = 16384 * 16384
 
 # PIL would otherwise pad a truncated file with grey and succeed; we want the error.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# PIL's default refuses outright above 179 MP, below our documented limit, so 100+ MP photos would be
+# called bombs. Raised to ours, its hard error (at twice the limit) is only a backstop: ``max_pixels`` decides.
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < DEFAULT_MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+
+T = TypeVar("T")
 
 
 class ImageReadError(DataError):
@@ -54,14 +60,34 @@ def read_image(
         ImageReadError: missing, zero-byte, not an image, truncated/corrupt, or more than
             ``max_pixels`` pixels (decompression-bomb guard), always naming the file.
     """
-    path = Path(path)
+
+    def decode(img: Image.Image) -> np.ndarray:
+        img.load()
+        return _to_array(img, mode, dtype)
+
+    return _with_image(Path(path), max_pixels, decode)
+
+
+def read_image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` from the file header, without decoding the pixels.
+
+    Same checks and one-line errors as :func:`read_image` for missing, empty, non-image and enormous
+    files; a file truncated after its header passes here and fails when it is read.
+    """
+    return _with_image(Path(path), max_pixels, lambda img: img.size)
+
+
+def _with_image(path: Path, max_pixels: int, use: Callable[[Image.Image], T]) -> T:
+    """Open ``path`` with the size guard and turn every decoder failure into :class:`ImageReadError`."""
     if not path.is_file():
         raise ImageReadError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: image file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # ``max_pixels`` below is the guard. PIL's own warning fires at 89 MP and would refuse
+            # ordinary 100 MP photos; its hard error (2 × MAX_IMAGE_PIXELS) stays as a backstop.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > max_pixels:
@@ -69,11 +95,10 @@ def read_image(
                         f"{path}: {width}×{height} image exceeds the {max_pixels}-pixel limit "
                         "(possible decompression bomb)"
                     )
-                img.load()
-                array = _to_array(img, mode, dtype)
+                return use(img)
     except ImageReadError:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a recognised image file") from None
@@ -82,7 +107,6 @@ def read_image(
         # PIL's decoders raise a zoo of types for corrupt input; they all mean the same to the user.
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageReadError(f"{path}: unreadable or truncated image ({reason[:200]})") from None
-    return array
 
 
 def _to_array(img: Image.Image, mode: str, dtype: str) -> np.ndarray:

@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from shared.images import (
     make_grid,
     pair_by_stem,
     read_image,
+    read_image_size,
     save_image,
     save_image_grid,
     to_tensor,
@@ -64,10 +67,48 @@ def test_bad_files_name_the_file(tmp_path):
         assert str(tmp_path / name) in str(info.value)
 
 
+def _png_header_only(path, width, height):
+    """A tiny PNG whose header claims ``width`` × ``height`` and whose pixel data is not even zlib."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"no pixels")
+                     + chunk(b"IEND", b""))
+    return path
+
+
 def test_decompression_bomb_guard(tmp_path):
     _save(tmp_path / "big.png", np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(ImageReadError, match="exceeds the 5000-pixel limit"):
         read_image(tmp_path / "big.png", max_pixels=5000)
+    with pytest.raises(ImageReadError, match="exceeds the 5000-pixel limit"):
+        read_image_size(tmp_path / "big.png", max_pixels=5000)
+    assert read_image_size(tmp_path / "big.png") == (100, 100)
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    for read in (read_image, read_image_size):
+        with pytest.raises(ImageReadError, match=r"bomb\.png: 20000×20000 image exceeds the 268435456-pixel"):
+            read(bomb)
+
+
+def test_large_photo_is_not_taken_for_a_bomb(tmp_path):
+    # 108 MP (12000×9000, a phone camera) is above PIL's own 89 MP warning but below our 16384² limit:
+    # the header passes, and this file then fails only because its pixel data is garbage.
+    photo = _png_header_only(tmp_path / "photo.png", 12000, 9000)
+    assert read_image_size(photo) == (12000, 9000)
+    with pytest.raises(ImageReadError, match="unreadable or truncated") as info:
+        read_image(photo)
+    assert "bomb" not in str(info.value)
+
+
+def test_header_size_errors_name_the_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"hello")
+    cases = {"empty.png": "empty", "text.png": "not a recognised image", "missing.png": "not found"}
+    for name, reason in cases.items():
+        with pytest.raises(ImageReadError, match=reason) as info:
+            read_image_size(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
 
 
 def test_list_and_pair(tmp_path):
