@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from abpn_retouch.masks import MaskRecipe, generate_gt_mask
 from shared.errors import DataError
-from shared.images import ImageReadError, pair_by_stem, read_image, to_tensor
+from shared.images import pair_by_stem, read_image, read_image_size, to_tensor
 from shared.seed import make_generator
 from shared.tiling import extract_patch, patch_grid
 
@@ -42,13 +41,7 @@ class ImageSource:
 
 def _header_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` from the file header, without decoding the pixels."""
-    if not path.is_file() or path.stat().st_size == 0:
-        read_image(path)  # raises the one-line error for missing / empty files
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except Exception as exc:  # PIL raises many types for a bad header; all mean "not an image"
-        raise ImageReadError(f"{path}: not a recognised image file ({type(exc).__name__})") from None
+    width, height = read_image_size(path)  # the shared reader's guards, bomb check included
     return height, width
 
 
