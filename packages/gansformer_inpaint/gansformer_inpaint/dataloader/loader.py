@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from gansformer_inpaint.dataloader.masks import derive_mask, random_mask, resize_mask
 from gansformer_inpaint.dataloader.synthetic import synthetic_face
 from shared.errors import DataError
-from shared.images import IMAGE_EXTENSIONS, pair_by_stem, read_image, to_tensor
+from shared.images import IMAGE_EXTENSIONS, pair_by_stem, read_image, read_image_size, to_tensor
 from shared.seed import make_generator
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -38,16 +37,6 @@ def check_folder_formats(folder: Path) -> None:
         suffix = path.suffix.lower()
         if path.is_file() and suffix in IMAGE_LIKE and suffix not in SUPPORTED_EXTENSIONS:
             raise DataError(f"{path}: unsupported image format '{suffix}'; use one of {', '.join(SUPPORTED_EXTENSIONS)}")
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header, or the shared reader's one-line error."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except Exception:
-        read_image(path)  # raises the descriptive ImageReadError
-        raise
 
 
 def load_pair(masked_path: Path, gt_path: Path | None, mask_path: Path | None, img_size: int,
@@ -111,14 +100,14 @@ class InpaintingDataset(Dataset):
             mask_by_stem = {m.stem: m for _, m in pair_by_stem(extracted, masks, SUPPORTED_EXTENSIONS)}
         self.items = [(a, b, mask_by_stem.get(a.stem)) for a, b in pairs]
         for masked_path, gt_path, mask_path in self.items:  # fail at start, not mid-epoch
-            size_a, size_b = image_size(masked_path), image_size(gt_path)
+            size_a, size_b = read_image_size(masked_path), read_image_size(gt_path)
             if size_a != size_b:
                 raise DataError(f"{masked_path}: size {size_a[0]}x{size_a[1]} differs from its ground truth "
                                 f"{gt_path} ({size_b[0]}x{size_b[1]})")
             if min(size_a) < MIN_SIZE:
                 raise DataError(f"{masked_path}: {size_a[0]}x{size_a[1]} is too small (min {MIN_SIZE} px)")
-            if mask_path is not None and image_size(mask_path) != size_a:
-                size_m = image_size(mask_path)
+            if mask_path is not None and read_image_size(mask_path) != size_a:
+                size_m = read_image_size(mask_path)
                 raise DataError(f"{mask_path}: mask size {size_m[0]}x{size_m[1]} differs from image "
                                 f"{masked_path} ({size_a[0]}x{size_a[1]})")
         self.img_size = img_size
