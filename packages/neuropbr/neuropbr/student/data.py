@@ -8,9 +8,9 @@ tensor and the loss uses the ground truth only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from neuropbr.maps import MAP_NAMES, decode_normal, maps_to_tensor, resize_maps
 from neuropbr.shards import ShardIndex
 from neuropbr.student.config import StudentConfig
+from neuropbr.utils.dataset import check_headers, load_metadata
 from shared.errors import DataError
 from shared.images import read_image, to_tensor
 
@@ -32,36 +33,34 @@ def discover_samples(input_dir: str | os.PathLike, output_dir: str | os.PathLike
     """``(key, sample_dir, material_dir)`` for every usable sample, keys like ``clean/sample_0003``.
 
     Raises :class:`DataError` for the spec's "Common Issues": missing ``render_metadata.json``, a sample
-    missing from it, and no samples found.
+    missing from it, and no samples found; and, as the teacher's loader does, for a malformed metadata
+    file or entry and for a view or map whose header is not a readable image.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     for folder, flag in ((input_dir, "--input-dir"), (output_dir, "--output-dir")):
         if not folder.is_dir():
             raise DataError(f"{folder}: {flag} folder not found")
     meta_path = Path(metadata_path) if metadata_path else input_dir / "render_metadata.json"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path}: render_metadata.json not found (create it, mapping sample_XXXX to material folders)")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise DataError(f"{meta_path}: must map sample_XXXX to material names")
-    samples = []
+    metadata = load_metadata(meta_path)
+    samples, skipped, checked = [], [], set()
     for source in SOURCES_BY_CURRICULUM[curriculum]:
         folder = input_dir / source
         if not folder.is_dir():
             continue
         for sample_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("sample_")):
-            entry = metadata.get(sample_dir.name)
-            if entry is None:
+            material = metadata.get(sample_dir.name)
+            if material is None:
                 raise DataError(f"{meta_path}: KeyError {sample_dir.name}: the metadata does not list this sample folder")
-            material = entry.get("material_name") if isinstance(entry, dict) else entry
-            mat_dir = output_dir / str(material)
-            if all((sample_dir / v).is_file() for v in VIEW_FILES) and all(
-                (mat_dir / f"{m}.png").is_file() for m in MAP_NAMES
-            ):
-                samples.append((f"{source}/{sample_dir.name}", sample_dir, mat_dir))
+            mat_dir = output_dir / material
+            missing = [sample_dir / v for v in VIEW_FILES if not (sample_dir / v).is_file()]
+            missing += [mat_dir / f"{m}.png" for m in MAP_NAMES if not (mat_dir / f"{m}.png").is_file()]
+            if missing:
+                skipped.append(f"{source}/{sample_dir.name} (missing {missing[0]})")
+                continue
+            check_headers([sample_dir / v for v in VIEW_FILES], mat_dir, checked)
+            samples.append((f"{source}/{sample_dir.name}", sample_dir, mat_dir))
+    if skipped:
+        print(f"warning: skipped {len(skipped)} incomplete sample(s), e.g. {'; '.join(skipped[:3])}", file=sys.stderr)
     if not samples:
         wanted = " and ".join(f"{input_dir / s}" for s in SOURCES_BY_CURRICULUM[curriculum])
         raise DataError(f"No samples found in {wanted} with three views {{0,1,2}}.png and complete maps in {output_dir}")

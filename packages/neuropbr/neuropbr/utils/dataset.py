@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from neuropbr.maps import decode_normal, maps_to_tensor, resize_maps
 from shared.errors import ConfigError, DataError
-from shared.images import read_image, to_tensor
+from shared.images import read_image, read_image_size, to_tensor
 
 VIEW_FILES = ("0.png", "1.png", "2.png")
 MAP_FILES = {"albedo": "albedo.png", "roughness": "roughness.png", "metallic": "metallic.png", "normal": "normal.png"}
@@ -123,7 +123,7 @@ class PBRDataset(Dataset):
         self.entries: list[tuple[str, str, str]] = self._scan()  # (source, sample, material)
 
     def _scan(self) -> list[tuple[str, str, str]]:
-        entries, skipped = [], []
+        entries, skipped, checked = [], [], set()
         sources = CURRICULUM_SOURCES[self.mode]
         for source in sources:
             folder = self.input_dir / source
@@ -137,12 +137,13 @@ class PBRDataset(Dataset):
                         "lists every sample_* folder"
                     )
                 material = self.metadata[name]
-                missing = [f for f in VIEW_FILES if not (sample_dir / f).is_file()]
+                missing = [str(sample_dir / f) for f in VIEW_FILES if not (sample_dir / f).is_file()]
                 mat_dir = self.output_dir / material
                 missing += [str(mat_dir / f) for f in MAP_FILES.values() if not (mat_dir / f).is_file()]
                 if missing:
                     skipped.append(f"{source}/{name} (missing {missing[0]})")
                     continue
+                check_headers([sample_dir / f for f in VIEW_FILES], mat_dir, checked)
                 entries.append((source, name, material))
         if skipped:
             print(f"warning: skipped {len(skipped)} incomplete sample(s), e.g. {'; '.join(skipped[:3])}",
@@ -189,6 +190,20 @@ class PBRDataset(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         views, maps = self.load_raw(idx)
         return self.normalize(views), maps_to_tensor(maps)
+
+
+def check_headers(views: Sequence[Path], material_dir: Path, checked: set[Path]) -> None:
+    """Read the headers of a sample's views and (once per material) its maps.
+
+    A zero-byte, non-image or enormous file then stops the run at start-up, naming the file, rather
+    than mid-epoch inside a DataLoader worker; a file cut short after its header still fails on read.
+    """
+    for path in views:
+        read_image_size(path)
+    if material_dir not in checked:
+        for name in MAP_FILES.values():
+            read_image_size(material_dir / name)
+        checked.add(material_dir)
 
 
 def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
