@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from alphagan_matting.utils import read_alpha, read_trimap, sample_seed
 from shared.errors import DataError
-from shared.images import read_image
+from shared.images import read_image, read_image_size
 
 FG_FOLDERS = ("mask", "trimap", "original")
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -185,6 +185,7 @@ def load_labels(csv_path: str | os.PathLike) -> list[dict[str, str]]:
         raise DataError(f"{csv_path}: malformed CSV ({exc})") from None
     if not rows:
         raise DataError(f"{csv_path}: no rows")
+    checked: set[Path] = set()
     for line, row in enumerate(rows, start=2):
         if row["split"] not in ("train", "test"):
             raise DataError(f"{csv_path}: line {line}: split must be 'train' or 'test', got '{row['split']}'")
@@ -193,6 +194,11 @@ def load_labels(csv_path: str | os.PathLike) -> list[dict[str, str]]:
             path = Path(value) if Path(value).is_absolute() else csv_path.parent / value
             if not value or not path.is_file():
                 raise DataError(f"{csv_path}: line {line}: {column} file '{value}' not found")
+            if path not in checked:
+                # Headers only: a zero-byte, non-image or enormous file stops the run here, before the
+                # models are built, instead of mid-epoch (a file cut short after its header still fails on read).
+                read_image_size(path)
+                checked.add(path)
             row[column] = str(path)
     return rows
 
