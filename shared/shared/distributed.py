@@ -41,12 +41,18 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(backend: str = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> DistInfo:
+def init_distributed(
+    backend: str = "auto",
+    timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES,
+    device: str | torch.device | None = None,
+) -> DistInfo:
     """Join the process group when launched by ``torchrun``; otherwise do nothing.
 
-    ``backend="auto"`` picks ``nccl`` when CUDA is available and ``gloo`` otherwise. The timeout bounds
-    every collective: a rank that dies makes the others fail with an error after at most this long
-    instead of hanging for ever.
+    ``backend="auto"`` picks ``nccl`` for a CUDA ``device`` and ``gloo`` for any other; without a
+    ``device`` (or with ``"auto"``), ``nccl`` when CUDA is available and ``gloo`` otherwise. Pass the
+    run's ``--device``: ``--device cpu`` on a GPU machine needs gloo, since NCCL cannot reduce CPU
+    tensors. The timeout bounds every collective: a rank that dies makes the others fail with an error
+    after at most this long instead of hanging for ever.
     """
     global _timeout
     _timeout = datetime.timedelta(minutes=timeout_minutes)
@@ -56,7 +62,7 @@ def init_distributed(backend: str = "auto", timeout_minutes: float = DEFAULT_TIM
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if _wants_cuda(device) else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
         # Surface NCCL failures as exceptions (then the timeout applies) instead of silent hangs.
@@ -64,6 +70,13 @@ def init_distributed(backend: str = "auto", timeout_minutes: float = DEFAULT_TIM
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=_timeout, world_size=world_size, rank=rank)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, backend=backend)
+
+
+def _wants_cuda(device: str | torch.device | None) -> bool:
+    kind = str(device).strip().lower().split(":", 1)[0] if device is not None else "auto"
+    if kind == "auto":
+        return torch.cuda.is_available()
+    return kind == "cuda"
 
 
 def cleanup_distributed() -> None:

@@ -4,6 +4,16 @@ A training run fed a bad file should say which file and what is wrong, exit non-
 everything it already wrote untouched; a Python traceback says none of that to the person at the
 terminal. Library code raises a :class:`UserError` subclass; entry points wrap ``main`` in
 :func:`cli_entry`.
+
+Exit statuses of every training entry point (a wrapper script can act on them):
+
+* 0 — finished;
+* 2 (:data:`EXIT_USER_ERROR`) — bad input (file, flag, config): fix it, then run again;
+* 3 (:data:`EXIT_DIVERGED`) — training diverged (a run of non-finite losses/gradients): the last good
+  state is in ``latest.pth``, but the same settings will diverge again, so do not simply requeue;
+* 75 (``shared.preemption.EXIT_PREEMPTED``) — stopped by SIGTERM/SIGINT after saving: resume it;
+* 130 (:data:`EXIT_INTERRUPTED`) — a second Ctrl-C: stopped at once, nothing saved;
+* 1 — anything else, with a traceback: a bug.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
@@ -34,9 +45,21 @@ class ConfigError(UserError):
     """A config file, key or flag value is invalid."""
 
 
+class TrainingStopped(Exception):
+    """The run cannot usefully go on, for a known reason that is neither bad input nor a bug.
+
+    Like a :class:`UserError` it is reported as one line, but with its own :attr:`exit_status` so that a
+    wrapper script can tell, say, "diverged" from "bad flag". The message says what happened and what
+    was saved.
+    """
+
+    exit_status = 1
+
+
 def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap an entry point so that a :class:`UserError` prints ``error: <message>`` and exits 2.
 
+    A :class:`TrainingStopped` prints the same way and exits with its ``exit_status``;
     ``KeyboardInterrupt`` exits 130 without a traceback. Other exceptions keep their traceback:
     they are bugs, and the traceback is what a bug report needs.
     """
@@ -46,11 +69,17 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
         try:
             return main(*args, **kwargs)
         except UserError as exc:
-            message = " ".join(str(exc).split())  # one line, whatever the message held
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except TrainingStopped as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            raise SystemExit(exc.exit_status) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # one line, whatever the message held

@@ -41,6 +41,31 @@ WORKER = textwrap.dedent("""
             with open(os.path.join(out, f"rank{info.rank}.json"), "w") as f:
                 json.dump({"grad": grad.tolist(), "mean": mean, "is_main": d.is_main_process(),
                            "indices": list(sampler)}, f)
+        elif mode == "nonfinite":
+            from shared.amp import MixedPrecision, NonFiniteError, diverged
+
+            torch.manual_seed(0)
+            plain = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+            model = d.wrap_ddp(plain, torch.device("cpu"))
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            amp = MixedPrecision("fp32", "cpu", max_consecutive_nonfinite=2, modules=[model])
+            steps = []
+            x = torch.ones(4, 3) * torch.arange(4.0)[:, None]
+            # Step 1 finite everywhere; step 2 NaN on rank 1 only (its forward also poisons BatchNorm's
+            # statistics); step 3 finite; steps 4-5 NaN on rank 1 only, which is a run of 2: diverged.
+            for step in range(5):
+                bad = info.rank == 1 and step in (1, 3, 4)
+                try:
+                    loss = model(x * float("nan") if bad else x).pow(2).mean()
+                    steps.append(amp.backward_and_step(loss, opt).stepped)
+                except NonFiniteError as exc:
+                    state = {"state": {"model": d.unwrap_model(model).state_dict()}}
+                    error = diverged(exc, state, os.path.join(out, "latest.pth"))
+                    steps.append(str(error))
+            weights = [p.detach().tolist() for p in d.unwrap_model(model).parameters()]
+            stats = [b.tolist() for b in d.unwrap_model(model).buffers() if b.is_floating_point()]
+            with open(os.path.join(out, f"rank{info.rank}.json"), "w") as f:
+                json.dump({"steps": steps, "weights": weights, "stats": stats}, f)
         else:  # "die": rank 1 vanishes, rank 0 must fail within the timeout
             if info.rank == 1:
                 os._exit(1)
@@ -107,3 +132,31 @@ def test_dead_rank_fails_the_survivor_within_the_timeout(tmp_path):
     procs[1].communicate(timeout=10)
     assert procs[0].returncode != 0, (out, err)
     assert time.time() - start < 90
+
+
+def test_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    # Were the decision per rank, the finite rank would wait in DDP's gradient all-reduce for a rank that
+    # skipped backward: a hang until the timeout.
+    procs = _launch(tmp_path, "nonfinite")
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    import json
+
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank in ranks:
+        assert rank["steps"][:4] == [True, False, True, False]
+        assert rank["steps"][4].startswith("training diverged: 2 consecutive steps with non-finite loss")
+        assert rank["steps"][4].endswith(f"saved the last good state to {tmp_path / 'latest.pth'}")
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    # rank 1's NaN forwards poisoned its running statistics; the skips put them back.
+    assert all(v == v for rank in ranks for stat in rank["stats"] for v in stat)
+    assert (tmp_path / "latest.pth").exists()
+
+
+@pytest.mark.parametrize(("device", "cuda"), [("cpu", False), ("CUDA:1", True), ("mps", False),
+                                              ("cuda", True), (torch.device("cpu"), False)])
+def test_backend_follows_the_device(device, cuda):
+    # --device cpu on a GPU machine needs gloo: NCCL cannot reduce CPU tensors.
+    assert distributed._wants_cuda(device) is cuda
+    assert distributed._wants_cuda("auto") is distributed._wants_cuda(None) is torch.cuda.is_available()

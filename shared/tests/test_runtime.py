@@ -1,5 +1,6 @@
 """device, errors and preemption: the small modules every entry point touches."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -29,17 +30,24 @@ def test_missing_cuda_is_a_clear_error():
         resolve_device("cuda")
 
 
-def test_cli_entry_prints_one_line_and_exits_2():
-    script = textwrap.dedent("""
-        from shared.errors import cli_entry, DataError
-        @cli_entry
+@pytest.mark.parametrize(("raised", "status", "line"), [
+    ('shared.errors.DataError("data/x.png: image file is empty\\n(0 bytes)")', 2,
+     "data/x.png: image file is empty (0 bytes)"),
+    # A diverged run is no bad input, and a wrapper script must not requeue it like a preempted one.
+    ('shared.amp.NonFiniteError("training diverged: 20 consecutive steps\\nwith non-finite loss")', 3,
+     "training diverged: 20 consecutive steps with non-finite loss"),
+])
+def test_cli_entry_prints_one_line_and_exits_with_the_errors_status(raised, status, line):
+    script = textwrap.dedent(f"""
+        import shared.amp, shared.errors
+        @shared.errors.cli_entry
         def main():
-            raise DataError("data/x.png: image file is empty\\n(0 bytes)")
+            raise {raised}
         main()
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr == "error: data/x.png: image file is empty (0 bytes)\n"
+    assert proc.returncode == status
+    assert proc.stderr == f"error: {line}\n"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -60,3 +68,30 @@ def test_signal_finishes_the_step_then_exits_with_preempted_status(tmp_path, sig
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_PREEMPTED, proc.stderr
     assert marker.read_text() == "3"
+
+
+@pytest.mark.parametrize(("torchrun", "status"), [(False, 130), (True, EXIT_PREEMPTED)])
+def test_second_sigint_stops_at_once_except_under_torchrun(torchrun, status):
+    # Under torchrun a worker's SIGINT is forwarded by torchrun or sent by a scheduler to every process,
+    # so one request can arrive twice; only a user at a terminal means "now" by a second Ctrl-C.
+    script = textwrap.dedent("""
+        import os, signal, sys
+        from shared.errors import cli_entry
+        from shared.preemption import GracefulStop, EXIT_PREEMPTED
+        @cli_entry
+        def main():
+            with GracefulStop() as stop:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                if stop.should_stop():
+                    sys.exit(EXIT_PREEMPTED)
+        main()
+    """)
+    env = dict(os.environ)
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    if torchrun:
+        env.update(RANK="0", WORLD_SIZE="1")  # what torchrun sets; no process group is needed for one rank
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -24,7 +24,7 @@ from deblur_unet.data import DeblurDataset, EpochSampler, SyntheticDeblurDataset
 from deblur_unet.losses import CharbonnierLoss
 from deblur_unet.metrics import psnr, ssim, to_unit_range
 from deblur_unet.model import DeblurUNet, count_parameters
-from shared.amp import MixedPrecision
+from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
 from shared.checkpoint import (
     CheckpointManager,
     load_checkpoint,
@@ -185,9 +185,13 @@ def _check_fresh_run(cfg: TrainConfig, manager: CheckpointManager) -> None:
 
 # ------------------------------------------------------------------------------------------- main
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train per ``cfg``; returns a summary. Exits with ``EXIT_PREEMPTED`` after a SIGTERM/SIGINT save."""
+    """Train per ``cfg``; returns a summary.
+
+    Exits with ``EXIT_PREEMPTED`` after a SIGTERM/SIGINT save; raises :class:`NonFiniteError` (exit
+    status 3 through ``cli_entry``) when training diverges, after saving the last good state.
+    """
     cfg.validate()
-    info = init_distributed()
+    info = init_distributed(device=cfg.device)
     try:
         return _train(cfg, info)
     finally:
@@ -204,7 +208,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
 
     model = DeblurUNet(base_ch=cfg.base_ch, residual=cfg.residual).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    amp = MixedPrecision(cfg.precision, device)
+    amp = MixedPrecision(cfg.precision, device, modules=[model])
     criterion = CharbonnierLoss(cfg.charbonnier_eps)
     objects = {"model": model, "optimizer": optimizer, "amp": amp}
 
@@ -270,12 +274,22 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                                 save_checkpoint(manager.latest_path, {**state, "best_metric": manager.best_metric})
                                 print(f"saved {manager.latest_path} at step {steps} of epoch {epoch + 1}; "
                                       f"resume with --resume {manager.latest_path}", file=sys.stderr)
+                            # Other ranks leaving first would make torchrun kill rank 0 mid-write.
+                            barrier()
                             summary["preempted"] = True
                             raise SystemExit(EXIT_PREEMPTED)
                         if steps >= limit:
                             break
                 except DataError as exc:
                     raise _unwrap_worker_error(exc) from None
+                except NonFiniteError as exc:
+                    # Resumable from where it stopped, like a preempted run; the skipped steps changed nothing.
+                    state = make_training_state(
+                        kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
+                        best_metric=manager.best_metric, config=asdict(cfg),
+                        extra={"epochs_no_improve": no_improve, "epoch_step": steps, "epoch_loss_sum": loss_sum,
+                               "model_config": model.config()})
+                    raise diverged(exc, state, manager.latest_path) from None
                 finally:
                     bar.close()
 
@@ -294,6 +308,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                     kind=KIND, epoch=epoch + 1, global_step=global_step, objects=objects,
                     best_metric=manager.best_metric, config=asdict(cfg),
                     extra={"epochs_no_improve": no_improve, "model_config": model.config(), "metrics": metrics})
+                ensure_finite(state, f"the end of epoch {epoch + 1}", manager.latest_path)
                 manager.save(state, epoch + 1, metric=metrics["val_loss"])
                 barrier()
                 summary["epochs_done"] = epoch + 1

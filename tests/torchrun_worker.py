@@ -1,0 +1,55 @@
+"""Run a training script as a torchrun worker and record, per rank, what it did.
+
+``python -m torch.distributed.run ... tests/torchrun_worker.py RECORD_DIR SCRIPT ARGS...`` runs SCRIPT exactly
+as torchrun would (``__main__``, its folder first on ``sys.path``) and writes into RECORD_DIR:
+
+* ``rank<R>.pid`` — the worker's pid, written first, so a test can signal the workers themselves (as
+  Slurm does) and not only torchrun (as Kubernetes does);
+* ``rank<R>.saves`` — one line per checkpoint file this rank wrote, through ``shared.checkpoint``;
+* ``rank<R>.exit`` — the status the script exited with. torchrun reports neither a worker's status
+  after it forwarded a signal nor which rank wrote what; a worker killed by a signal writes no status.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    record, script, *args = sys.argv[1:]
+    record_dir = Path(record)
+    rank = os.environ.get("RANK", "0")
+    (record_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+
+    import shared.checkpoint
+
+    real_save = shared.checkpoint.save_checkpoint
+
+    def recording_save(path, state):
+        written = real_save(path, state)
+        with (record_dir / f"rank{rank}.saves").open("a") as handle:
+            handle.write(f"{Path(path).name}\n")
+        return written
+
+    # Patched before the script imports it, so `from shared.checkpoint import save_checkpoint` sees it too.
+    shared.checkpoint.save_checkpoint = recording_save
+
+    sys.argv = [script, *args]
+    sys.path.insert(0, str(Path(script).resolve().parent))
+    status: int | str = 1
+    try:
+        runpy.run_path(script, run_name="__main__")
+        status = 0
+    except SystemExit as exc:
+        code = exc.code
+        status = 0 if code is None else code if isinstance(code, int) else 1
+        raise
+    finally:
+        (record_dir / f"rank{rank}.exit").write_text(str(status))
+
+
+if __name__ == "__main__":
+    main()
