@@ -3,8 +3,9 @@
 Decoding a 6000×4000 JPEG costs far more than cutting a 2048 px patch out of it, so the dataset keeps
 the last decoded image(s) of its worker in a small cache and :class:`GroupedPatchSampler` hands out
 all patches of one image consecutively (image order and patch order within an image both shuffled
-from ``(seed, epoch)``). Each image is then decoded about once per epoch per worker instead of once
-per patch.
+from ``(seed, epoch)``). :class:`GroupedBatchSampler` then lays the batches out so that each DataLoader
+worker receives whole images, not every other batch of every image. Each image is then decoded about
+once per epoch in total instead of once per patch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from abpn_retouch.masks import MaskRecipe, generate_gt_mask
 from shared.errors import DataError
@@ -235,3 +236,59 @@ class GroupedPatchSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(self.per_rank - self.skip, 0)
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches of a :class:`GroupedPatchSampler` sequence, placed so each DataLoader worker gets whole images.
+
+    The DataLoader deals batch ``i`` to worker ``i % num_workers``, so plain consecutive batches would
+    spread every image over all workers and each would decode it. Here the rank's sequence is cut into
+    ``num_workers`` contiguous runs, run ``w`` exactly filling batch slots ``w, w + W, w + 2W, ...``: a
+    worker sees one stretch of the sequence, i.e. whole images except where two runs meet (at most
+    ``W - 1`` images per epoch are decoded twice). Batch count and sizes are those of plain batching
+    (``ceil(n / batch_size)``, only the last one short), so DDP ranks still step together, and with 0 or 1
+    workers the batches are exactly the plain ones.
+
+    ``set_epoch(epoch, skip)`` drops the first ``skip`` batches for an exact mid-epoch resume. The
+    DataLoader then deals the remaining batch ``j`` to worker ``(j - skip) % W``: still one run per
+    worker, only relabelled. The layout depends on the worker count, so a resume with another
+    ``--num-workers`` must pass the interrupted run's count as ``layout_workers`` for that epoch.
+    """
+
+    def __init__(self, sampler: GroupedPatchSampler, batch_size: int, num_workers: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sampler, self.batch_size, self.num_workers = sampler, batch_size, num_workers
+        self.skip, self.layout_workers = 0, max(num_workers, 1)
+
+    def set_epoch(self, epoch: int, skip: int = 0, layout_workers: int | None = None) -> None:
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+        self.layout_workers = max(self.num_workers if layout_workers is None else layout_workers, 1)
+
+    def epoch_batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch (before ``skip``)."""
+        order = self.sampler.epoch_order()
+        sizes = [min(self.batch_size, len(order) - start) for start in range(0, len(order), self.batch_size)]
+        batches: list[list[int]] = [[] for _ in sizes]
+        start = 0
+        for worker in range(self.layout_workers):
+            for slot in range(worker, len(sizes), self.layout_workers):
+                batches[slot] = order[start : start + sizes[slot]]
+                start += sizes[slot]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.epoch_batches()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(math.ceil(self.sampler.per_rank / self.batch_size) - self.skip, 0)
+
+
+def patch_loader(dataset: PatchDataset, batch_size: int, num_workers: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, **loader_kwargs) -> DataLoader:
+    """The training loader: shuffled grouped patches, batches laid out per worker (see ``loader.batch_sampler``,
+    whose ``set_epoch`` starts each epoch)."""
+    sampler = GroupedPatchSampler(dataset.groups, shuffle=True, seed=seed, rank=rank, world_size=world_size)
+    return DataLoader(dataset, batch_sampler=GroupedBatchSampler(sampler, batch_size, num_workers),
+                      num_workers=num_workers, **loader_kwargs)

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from abpn_retouch.config import TrainConfig, parse_config
-from abpn_retouch.data import GroupedPatchSampler, PatchDataset, file_sources, synthetic_sources
+from abpn_retouch.data import PatchDataset, file_sources, patch_loader, synthetic_sources
 from abpn_retouch.losses import LossWeights, RetouchLoss
 from abpn_retouch.masks import MaskRecipe
 from abpn_retouch.model import ABPN, ABPNConfig
-from shared.amp import MixedPrecision
+from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
 from shared.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -145,9 +144,13 @@ def save_samples(model: ABPN, dataset: PatchDataset, indices: list[int], device:
 
 
 def train(cfg: TrainConfig) -> int:
-    """Run training; returns the process exit status (0, or EXIT_PREEMPTED after a graceful stop)."""
+    """Run training; returns the process exit status (0, or EXIT_PREEMPTED after a graceful stop).
+
+    Raises :class:`NonFiniteError` (exit status 3 through ``cli_entry``) when training diverges, after
+    saving the last good state.
+    """
     validate(cfg)
-    dist_info = init_distributed(timeout_minutes=30.0)
+    dist_info = init_distributed(timeout_minutes=30.0, device=cfg.device)
     try:
         return _train(cfg, dist_info)
     finally:
@@ -163,11 +166,10 @@ def _train(cfg: TrainConfig, dist_info) -> int:
     precision = _resolve_precision(cfg.precision, device)
 
     dataset = build_dataset(cfg)
-    sampler = GroupedPatchSampler(dataset.groups, shuffle=True, seed=cfg.seed,
-                                  rank=dist_info.rank, world_size=dist_info.world_size)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
-                        generator=make_generator(cfg.seed))
+    loader = patch_loader(dataset, cfg.batch_size, cfg.num_workers, seed=cfg.seed, rank=dist_info.rank,
+                          world_size=dist_info.world_size, pin_memory=device.type == "cuda",
+                          worker_init_fn=seed_worker, generator=make_generator(cfg.seed))
+    batches = loader.batch_sampler
 
     model = ABPN(model_config(cfg)).to(device)
     if cfg.pretrained_path:
@@ -176,11 +178,11 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                           cfg.w_dice)
     criterion = RetouchLoss(weights, cfg.vgg_weights or None, cfg.perceptual_size, quiet=not is_main).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    amp = MixedPrecision(precision, device)
+    amp = MixedPrecision(precision, device, modules=[model])
     manager = CheckpointManager(cfg.save_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
                                 monitor="train_loss", mode="min")
 
-    start_epoch, global_step, skip_batches = 0, 0, 0
+    start_epoch, global_step, skip_batches, layout_workers = 0, 0, 0, None
     running = {"loss_sum": 0.0, "count": 0}
     if cfg.resume:
         state = load_checkpoint(cfg.resume)
@@ -188,6 +190,10 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                                       kind=KIND, source=cfg.resume)
         start_epoch, global_step = info.epoch, info.global_step
         skip_batches = int(info.extra.get("batch_in_epoch", 0))
+        # Batches are laid out per worker: the saved batch position only means the same patches under
+        # the interrupted run's worker count.
+        if skip_batches:
+            layout_workers = int(info.config.get("num_workers", cfg.num_workers))
         running = dict(info.extra.get("running", running))
         manager.best_metric = info.best_metric
         if is_main:
@@ -213,9 +219,9 @@ def _train(cfg: TrainConfig, dist_info) -> int:
     try:
         with GracefulStop() as stop:
             for epoch in range(start_epoch, cfg.num_epochs):
-                sampler.set_epoch(epoch, skip=skip_batches * cfg.batch_size)
+                batches.set_epoch(epoch, skip=skip_batches, layout_workers=layout_workers)
                 batch_in_epoch = skip_batches
-                skip_batches = 0
+                skip_batches, layout_workers = 0, None
                 if batch_in_epoch == 0:
                     running = {"loss_sum": 0.0, "count": 0}
                 bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main,
@@ -228,7 +234,12 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                         with amp.autocast():
                             output, mask_logits = ddp_model(inputs)
                             loss, terms = criterion(output, targets, mask_logits, masks)
-                        result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.max_grad_norm or None)
+                        try:
+                            result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.max_grad_norm or None)
+                        except NonFiniteError as exc:
+                            bar.close()
+                            # Resumable at this batch; the skipped steps before it changed no weights.
+                            raise diverged(exc, training_state(epoch, batch_in_epoch), manager.latest_path) from None
                         global_step += 1
                         batch_in_epoch += 1
                         if result.stepped:
@@ -250,11 +261,15 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                             return EXIT_PREEMPTED
                 except UserError as exc:
                     raise _worker_error(exc) from None
-                epoch_loss = all_reduce_mean(running["loss_sum"] / max(running["count"], 1))
+                # An epoch whose every step was skipped has no loss: inf, never a "best" 0.
+                mean_loss = running["loss_sum"] / running["count"] if running["count"] else float("inf")
+                epoch_loss = all_reduce_mean(mean_loss)
                 if not math.isfinite(epoch_loss):
                     epoch_loss = float("inf")
                 running = {"loss_sum": 0.0, "count": 0}
-                manager.save(training_state(epoch + 1, 0), epoch + 1, metric=epoch_loss)
+                state = training_state(epoch + 1, 0)
+                ensure_finite(state, f"the end of epoch {epoch + 1}", manager.latest_path)
+                manager.save(state, epoch + 1, metric=epoch_loss)
                 tracker.log_metrics({"epoch/train_loss": epoch_loss, "epoch": epoch + 1}, step=global_step)
                 if is_main and cfg.sample_save_freq and (epoch + 1) % cfg.sample_save_freq == 0:
                     grid = save_samples(model, dataset, samples, device,
@@ -263,8 +278,8 @@ def _train(cfg: TrainConfig, dist_info) -> int:
 
                     tracker.log_image("samples", read_image(grid), step=global_step)
                 if is_main:
-                    print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {manager.best_metric:.5f})",
-                          file=sys.stderr)
+                    best = "none yet" if manager.best_metric is None else f"{manager.best_metric:.5f}"
+                    print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {best})", file=sys.stderr)
                 barrier()
     finally:
         tracker.finish()

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from abpn_retouch.data import GroupedPatchSampler, PatchDataset, file_sources, synthetic_sources
+from abpn_retouch.data import (
+    GroupedBatchSampler,
+    GroupedPatchSampler,
+    PatchDataset,
+    file_sources,
+    patch_loader,
+    synthetic_sources,
+)
 from shared.errors import DataError
 from shared.tiling import patch_grid
 
@@ -59,6 +66,91 @@ def test_sampler_splits_ranks_equally():
     parts = [list(GroupedPatchSampler(groups, seed=3, rank=r, world_size=2)) for r in range(2)]
     assert len(parts[0]) == len(parts[1]) == 5
     assert set(parts[0]) | set(parts[1]) == set(range(9))
+
+
+GROUPS = [[0, 1, 2], [3, 4], [5, 6, 7, 8, 9], [10], [11, 12, 13, 14], [15, 16, 17, 18, 19, 20, 21]]
+
+
+def _image_of(index: int) -> int:
+    return next(g for g, members in enumerate(GROUPS) if index in members)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+def test_batches_give_each_worker_one_run_of_the_grouped_order(workers, batch_size):
+    patches = GroupedPatchSampler(GROUPS, seed=5)
+    batches = GroupedBatchSampler(patches, batch_size, workers)
+    batches.set_epoch(2)
+    order, laid_out = patches.epoch_order(), list(batches)
+    # Same batch count and sizes as plain batching (what DDP ranks and resume positions rely on).
+    assert [len(b) for b in laid_out] == [len(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    assert len(batches) == len(laid_out)
+    flat = [i for b in laid_out for i in b]
+    assert sorted(flat) == list(range(22))
+    if workers <= 1:
+        assert flat == order
+    layout = max(workers, 1)
+    runs = [[i for b in laid_out[w::layout] for i in b] for w in range(layout)]
+    assert [i for run in runs for i in run] == order  # worker w's batches are one contiguous stretch
+    images = [{_image_of(i) for i in run} for run in runs]
+    shared = {g for g in range(len(GROUPS)) if sum(g in seen for seen in images) > 1}
+    assert len(shared) <= layout - 1  # only where two runs meet
+    assert list(batches) == laid_out  # deterministic
+    batches.set_epoch(3)
+    assert list(batches) != laid_out
+
+
+def test_batch_resume_skips_whole_batches_of_the_interrupted_layout():
+    batches = GroupedBatchSampler(GroupedPatchSampler(GROUPS, seed=2), batch_size=3, num_workers=2)
+    batches.set_epoch(1)
+    full = list(batches)
+    batches.set_epoch(1, skip=3)
+    assert list(batches) == full[3:] and len(batches) == len(full) - 3
+    # A resume with another worker count still continues the interrupted run's sequence.
+    fewer = GroupedBatchSampler(GroupedPatchSampler(GROUPS, seed=2), batch_size=3, num_workers=0)
+    fewer.set_epoch(1, skip=3, layout_workers=2)
+    assert list(fewer) == full[3:]
+    fewer.set_epoch(2)
+    assert [i for b in fewer for i in b] == fewer.sampler.epoch_order()  # override lasts one epoch
+
+
+def test_batch_sampler_keeps_ranks_in_step():
+    parts = []
+    for rank in range(2):
+        batches = GroupedBatchSampler(GroupedPatchSampler(GROUPS, seed=3, rank=rank, world_size=2), 4, 2)
+        parts.append(list(batches))
+    assert len(parts[0]) == len(parts[1]) == 3
+    assert {i for part in parts for b in part for i in b} == set(range(22))
+
+
+class _WorkerTagged(PatchDataset):
+    """Reports which worker served a patch and how many images that worker has decoded so far."""
+
+    def __getitem__(self, idx):
+        item = super().__getitem__(idx)
+        item.update(index=torch.tensor(idx), worker=torch.tensor(torch.utils.data.get_worker_info().id),
+                    decodes=torch.tensor(self.decode_count))
+        return item
+
+
+def _served(loader) -> list[dict]:
+    return [{"index": batch["index"].tolist(), "images": set(batch["image"].tolist()),
+             "worker": int(batch["worker"][0]), "decodes": int(batch["decodes"].max())} for batch in loader]
+
+
+def test_two_worker_loader_decodes_each_image_once():
+    dataset = _WorkerTagged(synthetic_sources(4, (112, 112)), patch_size=64, stride=48)  # 4 patches each
+    loader = patch_loader(dataset, batch_size=2, num_workers=2, seed=7)
+    for skip in (0, 3):
+        loader.batch_sampler.set_epoch(1, skip=skip)
+        expected = list(loader.batch_sampler)
+        served = _served(loader)
+        assert [b["index"] for b in served] == expected
+        per_worker = [set().union(*(b["images"] for b in served if b["worker"] == w)) for w in range(2)]
+        assert not per_worker[0] & per_worker[1]
+        assert sum(max(b["decodes"] for b in served if b["worker"] == w) for w in range(2)) == len(
+            per_worker[0] | per_worker[1])
+    assert sorted(i for b in loader.batch_sampler.epoch_batches() for i in b) == list(range(16))
 
 
 def test_missing_unpaired_and_size_mismatch(tmp_path, pair_dirs):
