@@ -2,8 +2,8 @@
 
 * deblur: crops taken in ``DeblurDataset.__getitem__`` (the spec's v2) vs. full 1280×720 frames
   batched and cropped in the training loop (the spec's v1), on the real GoPro pairs.
-* abpn: the patch dataset, which decodes each large image once per epoch per worker, vs. decoding the
-  full image for every patch.
+* abpn: the patch dataset and training loader, which decode each large image about once per epoch
+  (each worker gets whole images), vs. decoding the full image for every patch.
 """
 
 from __future__ import annotations
@@ -115,37 +115,45 @@ def _large_jpegs(folder, count: int, height: int, width: int) -> None:
         Image.fromarray(retouched).save(folder / "retouch" / f"img_{index}.jpg", quality=92)
 
 
-def _patches_per_second(dataset, sampler, workers: int) -> tuple[float, int]:
-    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=workers,
-                        persistent_workers=False, prefetch_factor=2 if workers else None)
+def _patches_per_second(dataset, workers: int) -> tuple[float, int]:
+    """Patches/s through the training loader (``patch_loader``: grouped order, batches laid out per worker)."""
+    from abpn_retouch.data import patch_loader
+
+    loader = patch_loader(dataset, batch_size=1, num_workers=workers, seed=0)
+    loader.batch_sampler.set_epoch(0)
     start, count = time.perf_counter(), 0
     for _ in loader:
         count += 1
     return count / (time.perf_counter() - start), count
 
 
-def abpn_section(images: int = 2, height: int = 4000, width: int = 6000, patch: int = 2048, stride: int = 1536) -> str:
+def abpn_section(images: int = 2, height: int = 4000, width: int = 6000, patch: int = 2048, stride: int = 1536,
+                 repeats: int = 2) -> str:
     import tempfile
     from pathlib import Path
 
-    from abpn_retouch.data import GroupedPatchSampler, PatchDataset, file_sources
+    from abpn_retouch.data import PatchDataset, file_sources
 
-    folder = Path(tempfile.mkdtemp(prefix="abpn_jpegs_"))
-    _large_jpegs(folder, images, height, width)
-    sources = file_sources(folder / "original", folder / "retouch")
-    rows, rates = [], {}
-    for workers in (0, 2):
-        for label, cache in (("decode once per image (ours)", 2), ("decode per patch", 0)):
-            dataset = PatchDataset(sources, patch, stride, cache_images=cache)
-            sampler = GroupedPatchSampler(dataset.groups, shuffle=True, seed=0)
-            rate, count = _patches_per_second(dataset, sampler, workers)
-            rates[(workers, cache)] = rate
-            rows.append(f"| {label} | {workers} | {rate:.2f} |")
+    pipelines = [(workers, label, cache) for workers in (0, 2)
+                 for label, cache in (("decode once per image (ours)", 2), ("decode per patch", 0))]
+    rates: dict[tuple[int, int], float] = {}
+    with tempfile.TemporaryDirectory(prefix="abpn_jpegs_") as tmp:
+        folder = Path(tmp)
+        _large_jpegs(folder, images, height, width)
+        sources = file_sources(folder / "original", folder / "retouch")
+        # Rounds interleave the pipelines and the best round counts: other load on the machine only ever
+        # slows a run down, and it would otherwise land on whichever pipeline happened to run then.
+        for _ in range(repeats):
+            for workers, _label, cache in pipelines:
+                rate, count = _patches_per_second(PatchDataset(sources, patch, stride, cache_images=cache), workers)
+                rates[(workers, cache)] = max(rate, rates.get((workers, cache), 0.0))
     ratios = {w: rates[(w, 2)] / rates[(w, 0)] for w in (0, 2)}
     return "\n".join([
         f"{images} JPEG pairs of {width}×{height} (made by the benchmark), {patch} px patches, stride {stride}: "
-        f"{count} patches per epoch, each with its GT mask.", "",
-        "| pipeline | workers | patches/s |", "| --- | --- | --- |", *rows, "",
+        f"{count} patches per epoch, each with its GT mask; batch size 1 through the training loader "
+        f"(`patch_loader`); best of {repeats} interleaved rounds.", "",
+        "| pipeline | workers | patches/s |", "| --- | --- | --- |",
+        *[f"| {label} | {workers} | {rates[(workers, cache)]:.2f} |" for workers, label, cache in pipelines], "",
         "| ratio | measured | target | met |", "| --- | --- | --- | --- |",
         *[f"| ours ÷ decode per patch, {w} workers | {r:.2f}× | ≥ 3× | {'yes' if r >= 3 else 'no'} |"
           for w, r in ratios.items()],
