@@ -1,4 +1,4 @@
-"""The six training entry points with CI-sized arguments, and how to run them (shared by the end-to-end tests).
+"""The six training entry points with CI-sized arguments, and how to run them (for the end-to-end tests).
 
 Each ``Entry`` holds a tiny synthetic CPU configuration; a test adds the checkpoint folder, the epoch count
 and whatever it is about (``--resume``, an absurd learning rate, ...). Later flags win in argparse, so a
@@ -117,7 +117,8 @@ def run(entry: Entry, ckpt: Path, extra: list[str] = (), background: bool = Fals
     if background:
         return subprocess.Popen(command, cwd=entry.cwd, env=environment(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-    proc = subprocess.run(command, cwd=entry.cwd, env=environment(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, cwd=entry.cwd, env=environment(), capture_output=True, text=True,
+                          timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -140,4 +141,5 @@ def tensors(tree, prefix: str = "") -> dict:
 def nonfinite(state: dict) -> list[str]:
     """Paths of the floating-point tensors in a checkpoint's ``state`` that hold a NaN or Inf."""
     return [key for key, value in tensors(state["state"]).items()
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not torch.isfinite(value).all()]

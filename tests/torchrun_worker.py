@@ -6,6 +6,8 @@ as torchrun would (``__main__``, its folder first on ``sys.path``) and writes in
 * ``rank<R>.pid`` — the worker's pid, written first, so a test can signal the workers themselves (as
   Slurm does) and not only torchrun (as Kubernetes does);
 * ``rank<R>.saves`` — one line per checkpoint file this rank wrote, through ``shared.checkpoint``;
+* ``rank<R>.steps`` — how many optimizer steps this rank took (all optimizers together), to compare with
+  the step counters inside the checkpoint left behind;
 * ``rank<R>.exit`` — the status the script exited with. torchrun reports neither a worker's status
   after it forwarded a signal nor which rank wrote what; a worker killed by a signal writes no status.
 """
@@ -37,6 +39,16 @@ def main() -> None:
     # Patched before the script imports it, so `from shared.checkpoint import save_checkpoint` sees it too.
     shared.checkpoint.save_checkpoint = recording_save
 
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps = 0
+
+    def count_step(_optimizer, _args, _kwargs) -> None:
+        nonlocal steps
+        steps += 1
+
+    register_optimizer_step_post_hook(count_step)
+
     sys.argv = [script, *args]
     sys.path.insert(0, str(Path(script).resolve().parent))
     status: int | str = 1
@@ -48,6 +60,7 @@ def main() -> None:
         status = 0 if code is None else code if isinstance(code, int) else 1
         raise
     finally:
+        (record_dir / f"rank{rank}.steps").write_text(str(steps))
         (record_dir / f"rank{rank}.exit").write_text(str(status))
 
 

@@ -109,7 +109,8 @@ class MixedPrecision:
             return
         buffers = self._buffers()
         with torch.no_grad():
-            if self._good_buffers is None or [b.shape for b in buffers] != [g.shape for g in self._good_buffers]:
+            shapes = [b.shape for b in buffers]
+            if self._good_buffers is None or shapes != [g.shape for g in self._good_buffers]:
                 self._good_buffers = [b.detach().clone() for b in buffers]
             else:
                 for good, buffer in zip(self._good_buffers, buffers, strict=True):
@@ -142,9 +143,9 @@ class MixedPrecision:
             )
         if distributed.is_main_process():
             # A leading newline so that the line does not land inside a progress bar.
-            print(f"\nwarning: skipped a step with non-finite {reason} ({self.consecutive_nonfinite} in a row, "
-                  f"{self.skipped_steps} in all; training stops after {self.max_consecutive_nonfinite} in a row)",
-                  file=sys.stderr, flush=True)
+            print(f"\nwarning: skipped a step with non-finite {reason} ({self.consecutive_nonfinite} in a "
+                  f"row, {self.skipped_steps} in all; training stops after {self.max_consecutive_nonfinite} "
+                  "in a row)", file=sys.stderr, flush=True)
         return StepResult(stepped=False, grad_norm=None)
 
     @staticmethod

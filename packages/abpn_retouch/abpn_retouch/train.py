@@ -235,11 +235,13 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                             output, mask_logits = ddp_model(inputs)
                             loss, terms = criterion(output, targets, mask_logits, masks)
                         try:
-                            result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.max_grad_norm or None)
+                            result = amp.backward_and_step(loss, optimizer,
+                                                           max_grad_norm=cfg.max_grad_norm or None)
                         except NonFiniteError as exc:
                             bar.close()
                             # Resumable at this batch; the skipped steps before it changed no weights.
-                            raise diverged(exc, training_state(epoch, batch_in_epoch), manager.latest_path) from None
+                            state = training_state(epoch, batch_in_epoch)
+                            raise diverged(exc, state, manager.latest_path) from None
                         global_step += 1
                         batch_in_epoch += 1
                         if result.stepped:

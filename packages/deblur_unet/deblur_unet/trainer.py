@@ -283,12 +283,12 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                 except DataError as exc:
                     raise _unwrap_worker_error(exc) from None
                 except NonFiniteError as exc:
-                    # Resumable from where it stopped, like a preempted run; the skipped steps changed nothing.
+                    # Resumable at this batch, like a preempted run; the skipped steps changed no weights.
                     state = make_training_state(
                         kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
                         best_metric=manager.best_metric, config=asdict(cfg),
-                        extra={"epochs_no_improve": no_improve, "epoch_step": steps, "epoch_loss_sum": loss_sum,
-                               "model_config": model.config()})
+                        extra={"epochs_no_improve": no_improve, "epoch_step": steps,
+                               "epoch_loss_sum": loss_sum, "model_config": model.config()})
                     raise diverged(exc, state, manager.latest_path) from None
                 finally:
                     bar.close()

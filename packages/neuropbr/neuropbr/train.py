@@ -29,7 +29,7 @@ from neuropbr.models.generator import MultiViewPBRGenerator
 from neuropbr.train_config import TrainConfig, load_config
 from neuropbr.utils.dataset import train_val_split
 from neuropbr.utils.metrics import MetricAccumulator
-from shared.amp import MixedPrecision
+from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
 from shared.checkpoint import (
     CheckpointManager,
     load_checkpoint,
@@ -40,6 +40,7 @@ from shared.checkpoint import (
 from shared.device import resolve_device
 from shared.distributed import (
     all_reduce_mean,
+    barrier,
     cleanup_distributed,
     init_distributed,
     is_main_process,
@@ -248,7 +249,7 @@ class Trainer:
         self.cfg = cfg
         self.max_steps = max_steps_per_epoch
         t = cfg.training
-        self.dist = init_distributed()
+        self.dist = init_distributed(device=t.device)
         self.device = resolve_device(t.device)
         seed_everything(t.seed + self.dist.rank, deterministic=t.deterministic)
         self.precision = resolve_precision(cfg, self.device)
@@ -272,8 +273,10 @@ class Trainer:
                                      o.d_weight_decay) if self.discriminator is not None else None)
         self.sched_g = make_scheduler(self.opt_g, cfg)
         self.sched_d = make_scheduler(self.opt_d, cfg) if self.opt_d is not None else None
-        self.amp_g = MixedPrecision(self.precision, self.device)
-        self.amp_d = MixedPrecision(self.precision, self.device) if self.use_gan else None
+        # Both guards watch both models: G's step runs D's forward too, and either can poison D's statistics.
+        models = [self.generator, self.discriminator]
+        self.amp_g = MixedPrecision(self.precision, self.device, modules=models)
+        self.amp_d = MixedPrecision(self.precision, self.device, modules=models) if self.use_gan else None
         self.criterion = HybridLoss(cfg.loss, cfg.model.discriminator_use_sigmoid)
         self.manager = TeacherCheckpoints(self.ckpt_dir, save_every_n_epochs=0 if t.save_best_only else t.save_every_n_epochs,
                                           keep_last=t.keep_last_n, monitor="val_loss", mode="min")
@@ -410,7 +413,7 @@ class Trainer:
 
     # -- checkpoints, images
 
-    def save(self, epoch_done: int, metric: float | None, batch_in_epoch: int = 0) -> list[Path]:
+    def _state(self, epoch_done: int, batch_in_epoch: int) -> dict[str, Any]:
         state = make_training_state(
             kind=KIND, epoch=epoch_done, global_step=self.global_step, objects=self._stateful(),
             best_metric=self.manager.best_metric, config=self.cfg.to_dict(),
@@ -420,6 +423,13 @@ class Trainer:
         state["generator_state_dict"] = state["state"]["generator"]
         if "discriminator" in state["state"]:
             state["discriminator_state_dict"] = state["state"]["discriminator"]
+        return state
+
+    def save(self, epoch_done: int, metric: float | None, batch_in_epoch: int = 0) -> list[Path]:
+        state = self._state(epoch_done, batch_in_epoch)
+        # On every rank (they hold the same weights), so that all of them stop together if it raises.
+        where = f"batch {batch_in_epoch} of epoch {epoch_done + 1}" if batch_in_epoch else None
+        ensure_finite(state, where or f"the end of epoch {epoch_done}", self.manager.latest_path)
         if batch_in_epoch:
             return [save_checkpoint(self.manager.latest_path, state)] if is_main_process() else []
         return self.manager.save(state, epoch_done, metric)
@@ -481,7 +491,12 @@ class Trainer:
         for batch_index, (inputs, targets) in enumerate(bar, start=skip):
             if self.max_steps is not None and batch_index >= self.max_steps:
                 break
-            out = self.train_step(inputs, targets, gan_active)
+            try:
+                out = self.train_step(inputs, targets, gan_active)
+            except NonFiniteError as exc:
+                bar.close()
+                # Resumable at this batch; the skipped steps before it changed no weights.
+                raise diverged(exc, self._state(epoch, batch_index), self.manager.latest_path) from None
             self.global_step += 1
             count += 1
             for k, v in out.items():
@@ -502,6 +517,8 @@ class Trainer:
                 if main:
                     print(f"Stopped by {stop.signal_name or 'signal'}: saved {self.manager.latest_path} "
                           f"(epoch {epoch_no}, batch {batch_index + 1}); resume with --resume {self.manager.latest_path}")
+                # Other ranks leaving first would make torchrun kill rank 0 mid-write.
+                barrier()
                 return EXIT_PREEMPTED
         bar.close()
         means = {k: all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}

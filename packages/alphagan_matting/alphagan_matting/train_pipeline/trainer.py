@@ -23,7 +23,7 @@ from alphagan_matting.utils import (
     config_precision,
     load_pretrained_encoder,
 )
-from shared.amp import MixedPrecision, autocast
+from shared.amp import MixedPrecision, NonFiniteError, autocast, diverged, ensure_finite
 from shared.checkpoint import (
     CheckpointManager,
     load_checkpoint,
@@ -128,8 +128,12 @@ def _io_grid(batch: MattingBatch, pred: torch.Tensor) -> np.ndarray:
 
 
 def run_training(cfg: Config, opts: RunOptions) -> int:
-    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` after a graceful stop)."""
-    init_distributed()
+    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` after a graceful stop).
+
+    Raises :class:`NonFiniteError` (exit status 3 through ``cli_entry``) when training diverges, after
+    saving the last good state.
+    """
+    init_distributed(device=opts.device)
     try:
         return _train(cfg, opts)
     finally:
@@ -164,7 +168,10 @@ def _train(cfg: Config, opts: RunOptions) -> int:
                                                 step_size_up=t.G.scheduler.step_size_up, cycle_momentum=False)
     sched_d = torch.optim.lr_scheduler.CyclicLR(opt_d, base_lr=t.D.scheduler.start_lr, max_lr=t.D.scheduler.end_lr,
                                                 step_size_up=t.D.scheduler.step_size_up, cycle_momentum=False)
-    amp_g, amp_d = MixedPrecision(precision, device), MixedPrecision(precision, device)
+    # Both guards watch both models: G's step runs D's forward too, and either can poison D's statistics.
+    models = [generator, discriminator]
+    amp_g = MixedPrecision(precision, device, modules=models)
+    amp_d = MixedPrecision(precision, device, modules=models)
     if not t.amp.use_grad_scaler:
         amp_g.scaler = amp_d.scaler = None
 
@@ -212,7 +219,16 @@ def _train(cfg: Config, opts: RunOptions) -> int:
                 batch_in_epoch = skip_batches
                 for raw in bar:
                     batch = MattingBatch.from_dict(raw).to(device)
-                    losses, d_loss, pred = train_step(parts, batch, cfg, global_step, max_grad_norm)
+                    try:
+                        losses, d_loss, pred = train_step(parts, batch, cfg, global_step, max_grad_norm)
+                    except NonFiniteError as exc:
+                        bar.close()
+                        # Resumable at this batch; the skipped steps before it changed no weights.
+                        state = make_training_state(
+                            kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
+                            best_metric=manager.best_metric, config=dataclasses.asdict(cfg),
+                            extra={"batch_in_epoch": batch_in_epoch})
+                        raise diverged(exc, state, manager.latest_path) from None
                     global_step += 1
                     batch_in_epoch += 1
                     values = {"loss_G": float(losses.total), "loss_alpha": float(losses.alpha),
@@ -239,6 +255,8 @@ def _train(cfg: Config, opts: RunOptions) -> int:
                             save_checkpoint(manager.latest_path, state)
                             print(f"stopped at epoch {epoch + 1}, step {global_step}; saved {manager.latest_path}",
                                   file=sys.stderr)
+                        # Other ranks leaving first would make torchrun kill rank 0 mid-write.
+                        barrier()
                         return EXIT_PREEMPTED if stop.requested else 0
                 bar.close()
                 skip_batches = 0
@@ -251,6 +269,7 @@ def _train(cfg: Config, opts: RunOptions) -> int:
                     print(f"epoch {epoch + 1}/{t.epoches}  step {global_step}  {summary}", file=sys.stderr)
                 state = make_training_state(kind=KIND, epoch=epoch + 1, global_step=global_step, objects=objects,
                                             best_metric=manager.best_metric, config=dataclasses.asdict(cfg))
+                ensure_finite(state, f"the end of epoch {epoch + 1}", manager.latest_path)
                 manager.save(state, epoch + 1, metric=metric)
                 if (epoch + 1) % t.save_chkp_n_epoches == 0 and is_main_process():
                     save_sample_grid(generator, test_set or train_set, cfg, device, precision,

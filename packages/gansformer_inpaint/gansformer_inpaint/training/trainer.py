@@ -24,7 +24,7 @@ from gansformer_inpaint.training.losses import (
     reconstruction_loss,
 )
 from gansformer_inpaint.training.plot import plot_curves, read_metrics
-from shared.amp import MixedPrecision
+from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
 from shared.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -36,6 +36,7 @@ from shared.checkpoint import (
 from shared.device import resolve_device
 from shared.distributed import (
     all_reduce_mean,
+    barrier,
     cleanup_distributed,
     init_distributed,
     is_main_process,
@@ -90,7 +91,7 @@ class Trainer:
     """Owns models, optimizers, data and the run folder (``cfg.checkpoint_dir``)."""
 
     def __init__(self, cfg: Config, tracker: TrackerOptions | None = None, resume: str | None = None) -> None:
-        self.dist = init_distributed()
+        self.dist = init_distributed(device=cfg.device)
         self.device = resolve_device(cfg.device)
         state = None
         if resume:
@@ -110,8 +111,10 @@ class Trainer:
         self.gen_module, self.disc_module = gen.to(self.device), disc.to(self.device)
         self.gen, self.disc = wrap_ddp(self.gen_module, self.device), wrap_ddp(self.disc_module, self.device)
         self.opt_g, self.opt_d = build_optimizers(cfg, self.gen_module, self.disc_module)
-        self.amp_g = MixedPrecision(cfg.precision, self.device)
-        self.amp_d = MixedPrecision(cfg.precision, self.device)
+        # Both guards watch both models: G's step runs D's forward too, and either can poison D's statistics.
+        models = [self.gen_module, self.disc_module]
+        self.amp_g = MixedPrecision(cfg.precision, self.device, modules=models)
+        self.amp_d = MixedPrecision(cfg.precision, self.device, modules=models)
         self.manager = CheckpointManager(self.out_dir, save_every_n_epochs=0, monitor="hole_l1", mode="min")
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         if state is not None:
@@ -198,9 +201,13 @@ class Trainer:
                                    extra={"epoch": epoch, "batch_in_epoch": batch_in_epoch})
 
     def save_step_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
+        path = self.out_dir / f"checkpoint_{self.global_step}.pt"
+        state = self._state(epoch, batch_in_epoch)
+        # On every rank (they hold the same weights), so that all of them stop together if it raises.
+        ensure_finite(state, f"step {self.global_step}", path)
         if not is_main_process():
             return
-        save_checkpoint(self.out_dir / f"checkpoint_{self.global_step}.pt", self._state(epoch, batch_in_epoch))
+        save_checkpoint(path, state)
         old = sorted(self.out_dir.glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
         for path in old[:-KEEP_STEP_CHECKPOINTS]:
             path.unlink(missing_ok=True)
@@ -254,7 +261,13 @@ class Trainer:
                     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main_process(),
                                dynamic_ncols=True, file=sys.stderr)
                     for batch_index, batch in enumerate(bar, start=start):
-                        logs = self.train_step(batch)
+                        try:
+                            logs = self.train_step(batch)
+                        except NonFiniteError as exc:
+                            # Resumable at this batch; the skipped steps before it changed no weights.
+                            bar.close()
+                            state = self._state(epoch, batch_index)
+                            raise diverged(exc, state, self.manager.latest_path) from None
                         self.global_step += 1
                         count += 1
                         for k, v in logs.items():
@@ -266,8 +279,11 @@ class Trainer:
                             self.save_step_checkpoint(epoch, batch_index + 1)
                         if stop.should_stop():
                             self.save_latest(epoch, batch_index + 1)
-                            print(f"stopped by {stop.signal_name or 'signal'}; saved {self.manager.latest_path}",
-                                  file=sys.stderr)
+                            if is_main_process():
+                                print(f"stopped by {stop.signal_name or 'signal'}; "
+                                      f"saved {self.manager.latest_path}", file=sys.stderr)
+                            # Other ranks leaving first would make torchrun kill rank 0 mid-write.
+                            barrier()
                             raise SystemExit(EXIT_PREEMPTED)
                         if cfg.max_steps and self.global_step >= cfg.max_steps:
                             completed = batch_index + 1 >= start + len(loader)
@@ -283,7 +299,9 @@ class Trainer:
                         if (epoch + 1) % cfg.sample_interval == 0 or epoch + 1 == cfg.num_epochs:
                             self.save_samples(epoch + 1)
                         metric = summary.get("hole_l1")
-                        self.manager.save(self._state(epoch + 1, 0), epoch + 1,
+                        state = self._state(epoch + 1, 0)
+                        ensure_finite(state, f"the end of epoch {epoch + 1}", self.manager.latest_path)
+                        self.manager.save(state, epoch + 1,
                                           metric if metric is not None and math.isfinite(metric) else None)
                         self.epoch, self.batch_in_epoch = epoch + 1, 0
                         if cfg.max_steps and self.global_step >= cfg.max_steps:

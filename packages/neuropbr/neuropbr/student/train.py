@@ -23,7 +23,7 @@ from neuropbr.student.data import StudentDataset, SyntheticStudentDataset, split
 from neuropbr.student.factory import STUDENT_KIND, build_student
 from neuropbr.student.losses import DistillationLoss
 from shared import distributed as dist
-from shared.amp import PRECISIONS, MixedPrecision
+from shared.amp import PRECISIONS, MixedPrecision, NonFiniteError, diverged, ensure_finite
 from shared.checkpoint import (
     CheckpointManager,
     load_checkpoint,
@@ -191,7 +191,7 @@ def export_student(path: Path, model, cfg: StudentConfig) -> Path:
 def train(args: argparse.Namespace) -> int:
     cfg, resume_state = resolve_config(args)
     t = cfg.training
-    info = dist.init_distributed()
+    info = dist.init_distributed(device=t.device)
     try:
         seed_everything(t.seed + info.rank, deterministic=args.deterministic)
         device = resolve_device(t.device)
@@ -206,7 +206,7 @@ def train(args: argparse.Namespace) -> int:
 
         model = build_student(cfg).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        amp = MixedPrecision(t.precision, device)
+        amp = MixedPrecision(t.precision, device, modules=[model])
         loss_fn = DistillationLoss(cfg.loss)
         manager = CheckpointManager(ckpt_dir, save_every_n_epochs=t.save_every_n_epochs, keep_last=t.keep_last,
                                     monitor="val_loss")
@@ -251,7 +251,12 @@ def train(args: argparse.Namespace) -> int:
                         pred = model(batch.views)
                     pred = {k: v.float() for k, v in pred.items()}
                     loss, logs = loss_fn(pred, batch.teacher, batch.target)
-                    amp.backward_and_step(loss, optimizer, max_grad_norm=t.grad_clip_norm)
+                    try:
+                        amp.backward_and_step(loss, optimizer, max_grad_norm=t.grad_clip_norm)
+                    except NonFiniteError as exc:
+                        bar.close()
+                        # Resumable at this batch; the skipped steps before it changed no weights.
+                        raise diverged(exc, state(epoch, done), manager.latest_path) from None
                     global_step += 1
                     steps += 1
                     done += 1
@@ -264,14 +269,19 @@ def train(args: argparse.Namespace) -> int:
                     if stop.should_stop():
                         if dist.is_main_process():  # latest.pth only: the epoch is not finished
                             save_checkpoint(manager.latest_path, state(epoch, done))
-                        print(f"Stopped by {stop.signal_name or 'signal'}; saved {manager.latest_path}", file=sys.stderr)
+                            print(f"Stopped by {stop.signal_name or 'signal'}; saved {manager.latest_path}",
+                                  file=sys.stderr)
+                        # Other ranks leaving first would make torchrun kill rank 0 mid-write.
+                        dist.barrier()
                         tracker.finish()
                         return EXIT_PREEMPTED
                 train_loss = dist.all_reduce_mean(running.get("loss", 0.0) / max(steps, 1))
                 val = evaluate(model, val_loader, loss_fn, amp, device) if val_loader else {}
                 metric = val.get("loss", train_loss)
                 improved = manager.is_better(metric)
-                written = manager.save(state(epoch + 1), epoch + 1, metric)
+                epoch_state = state(epoch + 1)
+                ensure_finite(epoch_state, f"the end of epoch {epoch + 1}", manager.latest_path)
+                written = manager.save(epoch_state, epoch + 1, metric)
                 if dist.is_main_process():
                     print(f"Epoch {epoch + 1} Summary:\n  Distillation Loss: {train_loss:.4f}")
                     if val:
