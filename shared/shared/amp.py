@@ -122,9 +122,12 @@ class MixedPrecision:
         buffers = self._buffers()
         if len(buffers) != len(self._good_buffers):
             return
+        if not buffers:
+            return
+        finite = torch.stack([torch.isfinite(b).all() for b in buffers]).tolist()  # one device sync
         with torch.no_grad():
-            for good, buffer in zip(self._good_buffers, buffers, strict=True):
-                if not bool(torch.isfinite(buffer).all()):
+            for good, buffer, ok in zip(self._good_buffers, buffers, finite, strict=True):
+                if not ok:
                     buffer.copy_(good)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -150,14 +153,9 @@ class MixedPrecision:
 
     @staticmethod
     def _finite_everywhere(loss: torch.Tensor) -> bool:
-        finite = torch.isfinite(loss.detach()).all()
-        if not distributed.is_distributed():
-            return bool(finite)
         # Under DDP a rank that skipped backward alone would leave the others waiting in the gradient
         # all-reduce until the timeout: every rank skips, or none does.
-        flag = finite.to(device=distributed.collective_device(), dtype=torch.float32).reshape(1)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        return bool(flag.item() > 0)
+        return not _on_any_rank(not bool(torch.isfinite(loss.detach()).all()))
 
     def backward_and_step(
         self,
@@ -221,6 +219,24 @@ class MixedPrecision:
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
 
 
+def _on_any_rank(flag: bool) -> bool:
+    """``flag`` OR-ed over all ranks (just ``flag`` in a single process), so that every rank decides alike."""
+    if not distributed.is_distributed():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=distributed.collective_device())
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _state_problem(state: Mapping[str, Any]) -> str | None:
+    """What is not finite in ``state`` on this rank or, under DDP, on another (BatchNorm statistics are
+    per rank); ``None`` when it is finite everywhere. Every rank must call this at the same point."""
+    bad = nonfinite_entries(state.get("state", state))
+    if not _on_any_rank(bool(bad)):
+        return None
+    return f"{len(bad)} tensors, e.g. {bad[0]}" if bad else "on another rank"
+
+
 def nonfinite_entries(tree: Any, prefix: str = "") -> list[str]:
     """Paths (``state/model/conv.weight``) of the floating-point tensors in ``tree`` holding a NaN or Inf."""
     if isinstance(tree, torch.Tensor):
@@ -242,14 +258,13 @@ def nonfinite_entries(tree: Any, prefix: str = "") -> list[str]:
 def ensure_finite(state: Mapping[str, Any], where: str, path: str | os.PathLike) -> None:
     """Raise :class:`NonFiniteError` instead of letting a non-finite ``state`` overwrite ``path``.
 
-    Loops call this before their end-of-epoch save, so ``latest.pth`` keeps the last finite state.
+    Loops call this on every rank before their end-of-epoch save, so ``latest.pth`` keeps the last
+    finite state.
     """
-    bad = nonfinite_entries(state.get("state", state))
-    if bad:
-        raise NonFiniteError(
-            f"training diverged: the training state is not finite at {where} ({len(bad)} tensors, e.g. "
-            f"{bad[0]}); {_kept(path)}"
-        )
+    problem = _state_problem(state)
+    if problem:
+        raise NonFiniteError(f"training diverged: the training state is not finite at {where} ({problem}); "
+                             f"{_kept(path)}")
 
 
 def diverged(error: NonFiniteError, state: Mapping[str, Any], path: str | os.PathLike) -> NonFiniteError:
@@ -262,9 +277,9 @@ def diverged(error: NonFiniteError, state: Mapping[str, Any], path: str | os.Pat
     """
     from shared.checkpoint import save_checkpoint
 
-    bad = nonfinite_entries(state.get("state", state))
-    if bad:
-        note = f"the current state is not finite (e.g. {bad[0]}), so {_kept(path)}"
+    problem = _state_problem(state)
+    if problem:
+        note = f"the current state is not finite ({problem}), so {_kept(path)}"
     else:
         if distributed.is_main_process():
             save_checkpoint(path, state)
