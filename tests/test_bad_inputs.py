@@ -375,16 +375,7 @@ def _assert_one_line_naming(exc: BaseException, path: Path, fragment: str) -> No
     assert str(path) in message and fragment in message, message
 
 
-# deblur_unet/trainer.py (not a data module) reads header sizes with PIL directly: a bomb header then
-# passes as "20000×20000" and the run stops on "size differs from its sharp image" instead.
-TRAINER_READS_HEADERS_WITH_PIL = ("deblur_unet/trainer.py: check_pairs reads sizes with Image.open; "
-                                  "shared.images.read_image_size gives the bomb guard and message")
-
-
-IMAGE_PARAMS = [
-    pytest.param(package, case, id=f"{package}-{case}", marks=[pytest.mark.xfail(
-        strict=True, reason=TRAINER_READS_HEADERS_WITH_PIL)] if (package, case) == ("deblur_unet", "bomb") else [])
-    for package in PACKAGES for case in IMAGE_CASES]
+IMAGE_PARAMS = [pytest.param(package, case, id=f"{package}-{case}") for package in PACKAGES for case in IMAGE_CASES]
 
 
 @pytest.mark.parametrize("package, case", IMAGE_PARAMS)
@@ -550,8 +541,7 @@ DECODERS = re.compile(r"Image\.open\(|cv2\.imread|imageio|tifffile|torchvision\.
 PACKAGE_FOLDERS = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
 
 
-@pytest.mark.parametrize("package", [pytest.param(p, marks=[pytest.mark.xfail(
-    strict=True, reason=TRAINER_READS_HEADERS_WITH_PIL)] if p == "deblur_unet" else []) for p in PACKAGE_FOLDERS])
+@pytest.mark.parametrize("package", PACKAGE_FOLDERS)
 def test_packages_decode_images_only_through_the_shared_reader(package):
     """Any other decoder would skip the guards above (empty, corrupt, bomb, modes, 16-bit) for its files."""
     folder = ROOT / "packages" / package
@@ -574,8 +564,6 @@ class _ReadsOneFile(torch.utils.data.Dataset):
         return read_image(self.path)
 
 
-@pytest.mark.xfail(strict=True, reason="DataLoader re-raises a worker's error with the worker's traceback in "
-                                       "its message; cli_entry prints it all on the error line")
 def test_error_in_a_dataloader_worker_stays_one_line(tmp_path, capsys):
     """neuropbr (4 workers by default), abpn, gansformer and the student load in workers: a file that fails
     there (truncated after its header, or any file in a run that does not check headers) must still

@@ -30,7 +30,7 @@ from shared.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from shared.errors import ConfigError, DataError, UserError, cli_entry
+from shared.errors import ConfigError, DataError, UserError, cli_entry, unwrap_worker_error
 from shared.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -66,5 +66,5 @@ __all__ = [
     "make_grid", "make_sampler", "make_training_state", "pair_by_stem", "patch_grid", "read_image",
     "resolve_device", "restore_rng_state", "restore_training_state", "save_checkpoint", "save_image",
     "save_image_grid", "seed_everything", "seed_worker", "set_sampler_epoch", "stitch_tiles", "tile_positions",
-    "tile_tensor", "tiled_forward", "to_numpy_image", "to_tensor", "unwrap_model", "wrap_ddp",
+    "tile_tensor", "tiled_forward", "to_numpy_image", "to_tensor", "unwrap_model", "unwrap_worker_error", "wrap_ddp",
 ]

@@ -28,6 +28,7 @@ EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 class UserError(Exception):
@@ -81,5 +82,28 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def worker_message(exc: BaseException) -> str:
+    """``exc``'s own message, also when a DataLoader worker raised it.
+
+    A DataLoader re-raises a worker's exception as the same type with the worker's whole traceback as
+    its message ("Caught ImageReadError in DataLoader worker process 0. Original Traceback ..."); the
+    traceback's last line is the original message, behind the exception's qualified name.
+    """
+    message = str(exc)
+    if "in DataLoader worker process" not in message or "Original Traceback" not in message:
+        return message
+    message = [line.strip() for line in message.splitlines() if line.strip()][-1]
+    for name in (f"{type(exc).__module__}.{type(exc).__qualname__}", type(exc).__qualname__):
+        if message.startswith(name + ": "):
+            return message[len(name) + 2:]
+    return message
+
+
+def unwrap_worker_error(exc: E) -> E:
+    """``exc`` as its worker raised it (same type, original message), for loops that re-raise it."""
+    message = worker_message(exc)
+    return exc if message == str(exc) else type(exc)(message)
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())  # one line, whatever the message held
+    return " ".join(worker_message(exc).split())  # one line, whatever the message held

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +34,7 @@ from shared.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from shared.errors import ConfigError, UserError, cli_entry
+from shared.errors import ConfigError, UserError, cli_entry, unwrap_worker_error
 from shared.images import save_image_grid
 from shared.preemption import EXIT_PREEMPTED, GracefulStop
 from shared.seed import make_generator, seed_everything, seed_worker
@@ -77,15 +76,6 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return precision
-
-
-def _worker_error(exc: UserError) -> UserError:
-    """A data error re-raised by the DataLoader carries the worker traceback; keep its last line only."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return exc
-    last = re.sub(r"^[\w.]+Error:\s*", "", lines[-1].strip())
-    return type(exc)(last)
 
 
 def build_dataset(cfg: TrainConfig) -> PatchDataset:
@@ -262,7 +252,7 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                             barrier()
                             return EXIT_PREEMPTED
                 except UserError as exc:
-                    raise _worker_error(exc) from None
+                    raise unwrap_worker_error(exc) from None
                 # An epoch whose every step was skipped has no loss: inf, never a "best" 0.
                 mean_loss = running["loss_sum"] / running["count"] if running["count"] else float("inf")
                 epoch_loss = all_reduce_mean(mean_loss)

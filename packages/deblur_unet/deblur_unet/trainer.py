@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -41,8 +40,8 @@ from shared.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from shared.errors import ConfigError, DataError
-from shared.images import read_image, save_image_grid
+from shared.errors import ConfigError, DataError, unwrap_worker_error
+from shared.images import read_image, read_image_size, save_image_grid
 from shared.preemption import EXIT_PREEMPTED, GracefulStop
 from shared.seed import seed_everything, seed_worker
 from shared.tracking import Tracker, create_tracker
@@ -55,21 +54,11 @@ SAMPLE_ROWS = 4
 def check_pairs(pairs, patch_size: int) -> None:
     """Fail before training (and before writing anything) on pairs that cannot give a patch.
 
-    Reads only image headers, so it is cheap even for the 2,103 GoPro training pairs; a file whose
-    header PIL cannot parse is read fully so that :func:`read_image` names the problem.
+    Reads only image headers (through :func:`read_image_size`, with the shared reader's guards for empty,
+    non-image and decompression-bomb files), so it is cheap even for the 2,103 GoPro training pairs.
     """
-    from PIL import Image
-
-    def size_of(path: Path) -> tuple[int, int]:
-        try:
-            with Image.open(path) as img:
-                return img.size
-        except Exception:  # noqa: BLE001 - read_image turns any failure into a one-line error
-            image = read_image(path)
-            return image.shape[1], image.shape[0]
-
     for blur_path, sharp_path in pairs:
-        blur_size, sharp_size = size_of(blur_path), size_of(sharp_path)
+        blur_size, sharp_size = read_image_size(blur_path), read_image_size(sharp_path)
         if blur_size != sharp_size:
             raise DataError(f"{blur_path}: size {blur_size[0]}×{blur_size[1]} differs from its sharp image "
                             f"{sharp_path} ({sharp_size[0]}×{sharp_size[1]})")
@@ -100,15 +89,6 @@ def _loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: Train
     # Workers are re-created every epoch (not persistent) so they see the dataset's new epoch.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.num_workers,
                       worker_init_fn=seed_worker, pin_memory=device.type == "cuda", drop_last=False)
-
-
-def _unwrap_worker_error(exc: DataError) -> DataError:
-    """DataLoader workers re-raise with the worker's whole traceback; keep the original one line."""
-    text = str(exc)
-    if "Original Traceback" not in text:
-        return exc
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    return DataError(re.sub(r"^[\w.]+Error: ", "", last.strip()))
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -281,7 +261,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                         if steps >= limit:
                             break
                 except DataError as exc:
-                    raise _unwrap_worker_error(exc) from None
+                    raise unwrap_worker_error(exc) from None
                 except NonFiniteError as exc:
                     # Resumable at this batch, like a preempted run; the skipped steps changed no weights.
                     state = make_training_state(
