@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import sys
 import time
 
 import torch
 
 from tests.benchmarks import bench_data, bench_inference, bench_tiling, bench_training
-from tests.benchmarks.common import ROOT, machine, run_isolated, run_isolated_echo
+from tests.benchmarks.common import ROOT, machine, replace_section, run_isolated, run_isolated_echo
 
 DOC = ROOT / "docs" / "benchmarks.md"
 TRAIN_STEPS = 3
@@ -150,14 +149,6 @@ def neuropbr_2048(measured: dict[int, dict]) -> str:
             f"4× the tokens runs slower per FLOP. Peak memory, extrapolated from {low}² and {high}² "
             f"(activations grow with the pixel count), would be about {peak_gib:.0f} GiB, against this "
             f"machine's {total_gib:.1f} GiB.")
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    return text.rstrip() + "\n\n" + block + "\n"
 
 
 def main() -> None:
