@@ -194,7 +194,9 @@ class AbpnRetouch(Package):
         return [dataset[i] for i in range(len(dataset))]
 
     def model_input(self, item) -> torch.Tensor:
-        return item["input"]
+        from abpn_retouch.data import to_model
+
+        return to_model(item)[0]  # what the trainer does with a batch
 
 
 class GansformerInpaint(Package):

@@ -116,13 +116,15 @@ def _large_jpegs(folder, count: int, height: int, width: int) -> None:
 
 
 def _patches_per_second(dataset, workers: int) -> tuple[float, int]:
-    """Patches/s through the training loader (``patch_loader``: grouped order, batches laid out per worker)."""
-    from abpn_retouch.data import patch_loader
+    """Training-ready patches/s through the training loader (``patch_loader``: grouped order, batches laid out
+    per worker, uint8 patches) and ``to_model``'s conversion to floats."""
+    from abpn_retouch.data import patch_loader, to_model
 
     loader = patch_loader(dataset, batch_size=1, num_workers=workers, seed=0)
     loader.batch_sampler.set_epoch(0)
     start, count = time.perf_counter(), 0
-    for _ in loader:
+    for batch in loader:
+        to_model(batch)  # training-ready: 0..1 floats, as the trainer makes them (here on the CPU)
         count += 1
     return count / (time.perf_counter() - start), count
 

@@ -111,6 +111,7 @@ def deblur_unet(s: Setup) -> Step:
 
 def abpn_retouch(s: Setup) -> Step:
     from abpn_retouch.config import TrainConfig
+    from abpn_retouch.data import to_model
     from abpn_retouch.losses import LossWeights, RetouchLoss
     from abpn_retouch.model import ABPN
     from abpn_retouch.train import build_dataset, model_config
@@ -120,7 +121,8 @@ def abpn_retouch(s: Setup) -> Step:
                       batch_size=s.batch, precision=s.precision, device=s.device)
     data = build_dataset(cfg)
     items = [data[i % len(data)] for i in range(s.batch)]
-    inputs, targets, masks = (_cl(torch.stack([it[k] for it in items]), s) for k in ("input", "target", "mask"))
+    # The trainer moves uint8 patches to the device and converts them there (abpn_retouch.data.to_model).
+    inputs, targets, masks = (_cl(x, s) for x in to_model(torch.utils.data.default_collate(items), s.device))
     model = _cl_model(ABPN(model_config(cfg)), s).train()
     forward = _compiled(model, s)
     weights = LossWeights(cfg.w_masked_l1, cfg.w_global_l1, cfg.w_edge, cfg.w_high_freq, cfg.w_perceptual,

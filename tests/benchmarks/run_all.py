@@ -154,7 +154,7 @@ def neuropbr_2048(measured: dict[int, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small inputs, to check the harness")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per tiling method (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per tiling method (after a warm-up)")
     args = parser.parse_args()
     size, repeats, seam_size = (640, 1, 640) if args.quick else (2048, args.repeats, 1024)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

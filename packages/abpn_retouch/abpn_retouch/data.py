@@ -6,6 +6,10 @@ all patches of one image consecutively (image order and patch order within an im
 from ``(seed, epoch)``). :class:`GroupedBatchSampler` then lays the batches out so that each DataLoader
 worker receives whole images, not every other batch of every image. Each image is then decoded about
 once per epoch in total instead of once per patch.
+
+Patches leave the dataset as ``uint8``: a 2048² RGB pair is 25 MB instead of 100 MB in float32, and
+that is what each DataLoader worker copies into shared memory and each step copies to the GPU.
+:func:`to_model` converts a batch to 0..1 floats where it lands (on the device, in training).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from abpn_retouch.masks import MaskRecipe, generate_gt_mask
 from shared.errors import DataError
-from shared.images import pair_by_stem, read_image, read_image_size, to_tensor
+from shared.images import pair_by_stem, read_image, read_image_size
 from shared.seed import make_generator
 from shared.tiling import extract_patch, patch_grid
 
@@ -141,8 +145,8 @@ class PatchRef:
 class PatchDataset(Dataset):
     """Overlapping ``patch_size`` patches (every ``stride`` px) of every pair; length = patch count.
 
-    Items are dicts: ``input``, ``target`` ``(3, P, P)`` in 0..1, ``mask`` ``(1, P/2, P/2)`` (the GT mask
-    recipe on the patch pair), ``image`` (pair index). Patches that cross the border are reflect-padded
+    Items are dicts: ``input``, ``target`` ``(3, P, P)`` ``uint8`` (see :func:`to_model`), ``mask``
+    ``(1, P/2, P/2)`` float32 in 0..1 (the GT mask recipe on the patch pair), ``image`` (pair index). Patches that cross the border are reflect-padded
     (``cv2.BORDER_REFLECT``). ``cache_images`` decoded pairs are kept per worker (0 = decode per patch).
     """
 
@@ -191,11 +195,27 @@ class PatchDataset(Dataset):
         patch_gt = extract_patch(target, ref.top, ref.left, self.patch_size)
         mask = generate_gt_mask(patch_in, patch_gt, self.recipe)
         return {
-            "input": to_tensor(patch_in),
-            "target": to_tensor(patch_gt),
+            "input": _channels_first(patch_in),
+            "target": _channels_first(patch_gt),
             "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
             "image": torch.tensor(ref.image),
         }
+
+
+def _channels_first(patch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """``uint8`` images (0..255) → float32 in 0..1; float images pass unchanged."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
+def to_model(batch: dict[str, torch.Tensor], device: torch.device | str = "cpu"
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(inputs, targets, masks)`` of a :class:`PatchDataset` batch (or item) as the model and losses take
+    them: moved to ``device`` as ``uint8``, then made 0..1 floats there."""
+    return tuple(to_unit(batch[key].to(device, non_blocking=True)) for key in ("input", "target", "mask"))
 
 
 class GroupedPatchSampler(Sampler[int]):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from abpn_retouch.config import TrainConfig, parse_config
-from abpn_retouch.data import PatchDataset, file_sources, patch_loader, synthetic_sources
+from abpn_retouch.data import PatchDataset, file_sources, patch_loader, synthetic_sources, to_model
 from abpn_retouch.losses import LossWeights, RetouchLoss
 from abpn_retouch.masks import MaskRecipe
 from abpn_retouch.model import ABPN, ABPNConfig
@@ -123,12 +123,12 @@ def save_samples(model: ABPN, dataset: PatchDataset, indices: list[int], device:
     model.eval()
     rows = []
     for index in indices:
-        item = dataset[index]
-        output, logits = model(item["input"][None].to(device))
-        size = item["input"].shape[-2:]
+        inputs, targets, masks = to_model(dataset[index])
+        output, logits = model(inputs[None].to(device))
+        size = inputs.shape[-2:]
         pred_mask = F.interpolate(torch.sigmoid(logits.float()), size=size, mode="bilinear", align_corners=False)
-        gt_mask = F.interpolate(item["mask"][None], size=size, mode="bilinear", align_corners=False)
-        rows.append([item["input"], output[0].cpu(), item["target"], pred_mask[0].cpu(), gt_mask[0]])
+        gt_mask = F.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)
+        rows.append([inputs, output[0].cpu(), targets, pred_mask[0].cpu(), gt_mask[0]])
     model.train()
     return save_image_grid(path, rows)
 
@@ -218,9 +218,7 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                            dynamic_ncols=True, file=sys.stderr)
                 try:
                     for batch in bar:
-                        inputs = batch["input"].to(device, non_blocking=True)
-                        targets = batch["target"].to(device, non_blocking=True)
-                        masks = batch["mask"].to(device, non_blocking=True)
+                        inputs, targets, masks = to_model(batch, device)
                         with amp.autocast():
                             output, mask_logits = ddp_model(inputs)
                             loss, terms = criterion(output, targets, mask_logits, masks)

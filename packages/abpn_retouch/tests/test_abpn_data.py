@@ -27,8 +27,8 @@ def test_length_is_patch_count_and_border_is_reflected(pair_dirs):
     image, _ = sources[0].load()
     ref = ds.patches[len(ds.groups[0]) - 1]
     inside = 128 - ref.left  # columns still inside the image; the next one mirrors the last column
-    np.testing.assert_array_equal((item["input"][:, 0, inside] * 255).round().byte().numpy(),
-                                  image[ref.top, 127])
+    assert item["input"].dtype == torch.uint8 and item["target"].dtype == torch.uint8
+    np.testing.assert_array_equal(item["input"][:, 0, inside].numpy(), image[ref.top, 127])
 
 
 def test_each_image_is_decoded_once_per_epoch():

@@ -61,7 +61,7 @@ def test_pretrained_checkpoint_of_other_architecture_is_refused(tmp_path, run_sc
 
 
 def test_model_overfits_real_pairs(real_data):
-    from abpn_retouch.data import PatchDataset, file_sources
+    from abpn_retouch.data import PatchDataset, file_sources, to_model
     from abpn_retouch.losses import LossWeights, RetouchLoss
     from abpn_retouch.model import ABPN, ABPNConfig
 
@@ -69,14 +69,14 @@ def test_model_overfits_real_pairs(real_data):
     sources = [s for s in file_sources(real_data / "original", real_data / "retouch")
                if s.name in ("fivek_a3102", "ffhqr_teaser_1")]
     ds = PatchDataset(sources, patch_size=64, stride=64)
-    batch = torch.utils.data.default_collate([ds[g[len(g) // 2]] for g in ds.groups])
+    inputs, targets, masks = to_model(torch.utils.data.default_collate([ds[g[len(g) // 2]] for g in ds.groups]))
     model = ABPN(ABPNConfig(base_channels=16, refine_channels=8))
     criterion = RetouchLoss(LossWeights(perceptual=0.0))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(40):
-        out, logits = model(batch["input"])
-        loss, terms = criterion(out, batch["target"], logits, batch["mask"])
+        out, logits = model(inputs)
+        loss, terms = criterion(out, targets, logits, masks)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -103,20 +103,21 @@ def test_sigterm_saves_latest_and_resume_finishes_the_epoch(tmp_path, run_script
 
     package_dir = Path(__file__).resolve().parents[1]
     save = tmp_path / "run"
-    args = [*TINY, "--synthetic-count", "16", "--batch-size", "1", "--tracker", "none", "--num-epochs", "1",
+    # 256 steps (about 5 s at tiny sizes): long enough that the signal lands mid-epoch, not after it.
+    args = [*TINY, "--synthetic-count", "64", "--batch-size", "1", "--tracker", "none", "--num-epochs", "1",
             "--sample-save-freq", "0", "--save-dir", str(save)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "trainer.py", *args], cwd=package_dir, env=env,
                             stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.time() + 240
-    while "2/64" not in seen and time.time() < deadline and proc.poll() is None:
+    while "2/256" not in seen and time.time() < deadline and proc.poll() is None:
         seen += proc.stderr.read(1)
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=120)
     assert proc.returncode == 75, (seen + rest)[-2000:]
     state = load_checkpoint(save / "latest.pth")
-    assert state["epoch"] == 0 and 0 < state["extra"]["batch_in_epoch"] < 64
+    assert state["epoch"] == 0 and 0 < state["extra"]["batch_in_epoch"] < 256
     resumed = run_script("trainer.py", *args, "--resume", str(save / "latest.pth"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(save / "latest.pth")["epoch"] == 1
