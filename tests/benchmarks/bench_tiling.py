@@ -7,9 +7,10 @@ Methods (tile 512, overlap 64, fp32):
 * ``monai_gaussian`` / ``monai_constant``: MONAI ``sliding_window_inference`` with the same geometry.
 * ``full``: one untiled forward of the whole image (the floor tiling cannot beat).
 
-``python -m tests.benchmarks.bench_tiling METHOD SIZE REPEATS`` runs one method in a fresh process
-(warm-up on a small crop, then REPEATS timed runs) and prints the median time and the process's peak
-resident memory, so no method's allocations count against another.
+``python -m tests.benchmarks.bench_tiling METHOD SIZE REPEATS`` runs one method (warm-up on a small
+crop, then REPEATS timed runs) and prints the median time and the process's peak resident memory;
+``all`` instead of METHOD imports everything once and runs each method in its own forked child, so no
+method's allocations count against another and the imports are paid once.
 """
 
 from __future__ import annotations
@@ -77,16 +78,36 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> float:
     return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
-def main() -> None:
+def measure(method: str, size: int, repeats: int) -> dict:
     from tests.benchmarks.common import median_seconds, peak_rss_mb
 
-    method, size, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     model, image = build(size)
     run(method, model, image[..., :64, :64])  # load kernels
     seconds = median_seconds(lambda: run(method, model, image), repeats, warmup=0)
     # Absolute peak: every process holds the same model and input, so differences are the method's own;
     # a difference against a mid-run baseline proved fragile (allocator reuse made it read 0).
-    print(json.dumps({"method": method, "seconds": seconds, "peak_mb": peak_rss_mb()}))
+    return {"method": method, "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    """``METHOD SIZE REPEATS`` (one method), or ``all SIZE REPEATS``: import once, fork one child per method."""
+    import importlib
+
+    from tests.benchmarks.common import run_forked
+
+    method, size, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if method != "all":
+        print(json.dumps(measure(method, size, repeats)))
+        return
+    # Imports only (MONAI's takes about 20 s): no computation yet, so no OpenMP pool to break in a fork.
+    for module in ("deblur_unet.model", "monai.inferers"):
+        importlib.import_module(module)
+    results = {}
+    for name in METHODS:
+        results[name] = run_forked(measure, name, size, repeats)
+        print(f"  tiling {name}: {results[name]['seconds']:.2f} s, {results[name]['peak_mb']:.0f} MiB",
+              file=sys.stderr, flush=True)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 import torch
 
 from tests.benchmarks import bench_data, bench_inference, bench_tiling, bench_training
-from tests.benchmarks.common import ROOT, machine, replace_section, run_isolated, run_isolated_echo
+from tests.benchmarks.common import ROOT, machine, replace_section, run_isolated_echo
 
 DOC = ROOT / "docs" / "benchmarks.md"
 TRAIN_STEPS = 3
@@ -30,11 +30,8 @@ def progress(message: str) -> None:
 
 
 def tiling_runs(size: int, repeats: int) -> dict[str, dict]:
-    runs = {}
-    for method in bench_tiling.METHODS:
-        runs[method] = run_isolated("tests.benchmarks.bench_tiling", method, str(size), str(repeats))
-        progress(f"tiling {method}: {runs[method]['seconds']:.2f} s")
-    return runs
+    progress(f"tiling: {', '.join(bench_tiling.METHODS)}")
+    return run_isolated_echo("tests.benchmarks.bench_tiling", "all", str(size), str(repeats))
 
 
 def tiling_section(runs: dict[str, dict], size: int, repeats: int, seam_size: int) -> str:
@@ -59,7 +56,7 @@ def tiling_section(runs: dict[str, dict], size: int, repeats: int, seam_size: in
         ("ours, contiguous ÷ spec loop (time)", times["ours_contiguous"] / times["spec_loop"], 0.8, "≤ 0.80"),
     ]
     lines = [f"Deblur U-Net (base 32), {size}×{size} RGB, tile 512, overlap 64, batch 4, fp32; each method in its "
-             f"own process, median of {repeats} after a warm-up; memory = the process's peak RSS (same model and input in every process). "
+             f"own forked process, median of {repeats} after a warm-up; memory = the process's peak RSS (same model and input in every process). "
              "`ours` is `tiled_forward` with channels_last (the package default on CPU); `ours_contiguous` without.",
              "", "| ratio | measured | target | met |", "| --- | --- | --- | --- |"]
     for name, value, limit, target in rows:
