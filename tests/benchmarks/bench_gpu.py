@@ -1,8 +1,9 @@
 """GPU benchmarks (issue 9, part 4): one prepared script for a machine with a CUDA device.
 
-    python -m tests.benchmarks.bench_gpu [--steps N] [--skip-training] [PACKAGE ...]
+    python -m tests.benchmarks.bench_gpu [--steps N] [--skip-training] [--skip-tiling] [PACKAGE ...]
 
-writes the ``gpu`` section of docs/benchmarks.md (device name and date in it) and prints it:
+writes the ``gpu-tiling`` and ``gpu-training-<package>`` sections of docs/benchmarks.md (device name and
+date in each) and prints them:
 
 * training steps/s and peak GPU memory at the specs' sizes in fp32, AMP bf16, AMP + channels_last and
   AMP + ``torch.compile`` (``bench_training --device cuda``), with each AMP configuration's speed-up
@@ -15,7 +16,12 @@ No uv on the lent machine (nothing can be fetched there); its own Python has tor
 SciPy, PyYAML and tqdm, so the workspace's packages run from the source tree::
 
     export PYTHONPATH=shared:$(ls -d packages/* | paste -sd:)
-    python3 -m tests.benchmarks.bench_gpu
+    python3 -m tests.benchmarks.bench_gpu deblur_unet abpn_retouch   # tiling, 2 packages' training
+    python3 -m tests.benchmarks.bench_gpu --skip-tiling neuropbr alphagan_matting gansformer_inpaint
+    cp docs/benchmarks.md $OUT/   # the device tool brings back only what is under $OUT
+
+Each call replaces only the sections it measured. Expect roughly a minute per package and configuration
+with ``torch.compile`` (it builds kernels), a few seconds for the others (an estimate: not yet run on a GPU).
 
 On a 2-core CPU machine, ``--device-check`` runs the same code paths on the CPU at tiny sizes.
 """
@@ -122,6 +128,7 @@ def main() -> None:
     parser.add_argument("packages", nargs="*", help="training rows for these packages only (default: all)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per configuration")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-tiling", action="store_true")
     parser.add_argument("--device-check", action="store_true",
                         help="no GPU: run the tiling code path on the CPU at 256² (nothing is written)")
     args = parser.parse_intermixed_args()
@@ -131,23 +138,32 @@ def main() -> None:
         return
     if not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device: bench_gpu measures a GPU (see --device-check)")
-    name = torch.cuda.get_device_name()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"Device: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}. Run: {stamp}. "
-             "Command: `python -m tests.benchmarks.bench_gpu` (see its docstring for the lent machine).", ""]
-    tiling = tiling_rows(2048, 10, "cuda")
-    lines += ["Tiled inference, deblur U-Net (base 32), 2048² RGB, tile 512, overlap 64, batch 4: median of 10 "
-              f"after 2 warm-ups; the spec's figure is ~{SPEC_RTX4070_MS:.0f} ms on an RTX 4070.", "",
-              "| method | ms | peak GPU memory (MiB) |", "| --- | --- | --- |",
-              *[f"| {m} | {ms:.1f} | {peak:.0f} |" for m, ms, peak in tiling], ""]
+    header = (f"Device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}. "
+              f"Run: {stamp}.")
+    # One section per part, so that the parts can run in separate calls (a lent machine allows 10 minutes
+    # a command) without one overwriting another's figures.
+    sections = {}
+    if not args.skip_tiling:
+        tiling = tiling_rows(2048, 10, "cuda")
+        sections["gpu-tiling"] = [
+            header, "", "Tiled inference, deblur U-Net (base 32), 2048² RGB, tile 512, overlap 64, batch 4: median of "
+            f"10 after 2 warm-ups; the spec's figure is ~{SPEC_RTX4070_MS:.0f} ms on an RTX 4070.", "",
+            "| method | ms | peak GPU memory (MiB) |", "| --- | --- | --- |",
+            *[f"| {m} | {ms:.1f} | {peak:.0f} |" for m, ms, peak in tiling]]
     if not args.skip_training:
         results = run_isolated_echo("tests.benchmarks.bench_training", str(args.steps), "--device", "cuda",
                                     *args.packages)
-        lines += [f"Training steps at the specs' sizes: median of {args.steps} steps after warm-up (3 for "
-                  "torch.compile), each configuration in its own process.", "", *training_table(results)]
-    body = "\n".join(lines)
-    DOC.write_text(replace_section(DOC.read_text(), "gpu", body))
-    print(body)
+        for package in {key.split("@")[0].split(" ")[0] for key in results}:
+            mine = {k: v for k, v in results.items() if k.split("@")[0].split(" ")[0] == package}
+            sections[f"gpu-training-{package}"] = [
+                header, "", f"Training steps of {package} at the spec's size: median of {args.steps} steps after "
+                "warm-up (3 for torch.compile), each configuration in its own process.", "", *training_table(mine)]
+    text = DOC.read_text()
+    for name, lines in sections.items():
+        text = replace_section(text, name, "\n".join(lines))
+    DOC.write_text(text)
+    print(text[text.index("<!-- gpu"):] if "<!-- gpu" in text else "")
 
 
 if __name__ == "__main__":
