@@ -95,3 +95,26 @@ def test_second_sigint_stops_at_once_except_under_torchrun(torchrun, status):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == status, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _FailsInWorker(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int):
+        from shared.errors import DataError
+
+        raise DataError("/data/a.png: image file is empty (0 bytes)")
+
+
+def test_worker_error_is_unwrapped_to_its_own_type_and_message():
+    """A DataLoader re-raises a worker's error with the worker's traceback as the message."""
+    from shared.errors import DataError, unwrap_worker_error, worker_message
+
+    with pytest.raises(DataError) as info:
+        next(iter(torch.utils.data.DataLoader(_FailsInWorker(), num_workers=1)))
+    assert "Original Traceback" in str(info.value)  # what the loops and cli_entry have to undo
+    error = unwrap_worker_error(info.value)
+    assert type(error) is DataError and str(error) == "/data/a.png: image file is empty (0 bytes)"
+    plain = DataError("x.png: not a recognised image file")
+    assert unwrap_worker_error(plain) is plain and worker_message(plain) == str(plain)
