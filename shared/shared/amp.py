@@ -120,9 +120,7 @@ class MixedPrecision:
         if self._good_buffers is None:
             return  # nothing went through yet: nothing finite to go back to (ensure_finite guards saves)
         buffers = self._buffers()
-        if len(buffers) != len(self._good_buffers):
-            return
-        if not buffers:
+        if not buffers or len(buffers) != len(self._good_buffers):
             return
         finite = torch.stack([torch.isfinite(b).all() for b in buffers]).tolist()  # one device sync
         with torch.no_grad():

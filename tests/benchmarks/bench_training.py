@@ -47,6 +47,7 @@ GPU_SIZES = {
     "alphagan_matting": [(320, 5)],
     "gansformer_inpaint": [(256, 16)],
 }
+LARGEST_ABPN_BATCH = "largest ABPN 2048² batch (AMP bf16)"  # its key in the results, beside the packages
 GPU_CONFIGS = {"fp32": ("fp32", False, False), "AMP bf16": ("bf16", False, False),
                "AMP bf16 + channels_last": ("bf16", True, False), "AMP bf16 + torch.compile": ("bf16", False, True)}
 
@@ -332,7 +333,7 @@ def main() -> None:
                           f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
         if cuda and "abpn_retouch" in args.packages:
             batch, r = largest_batch("abpn_retouch", "AMP bf16", 2048)
-            results["abpn_retouch largest 2048² batch (AMP bf16)"] = {"batch": batch, **r}
+            results[LARGEST_ABPN_BATCH] = {"batch": batch, **r}
     print(json.dumps(results))
 
 

@@ -39,16 +39,10 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def run_isolated(module: str, *args: str) -> dict:
-    """Run ``python -m <module> <args>`` in a fresh process; it prints one JSON line last."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def run_isolated_echo(module: str, *args: str, prefix: str = "  ") -> dict:
-    """:func:`run_isolated`, echoing the child's stderr lines that start with ``prefix`` as they come.
+    """Run ``python -m <module> <args>`` in a fresh process, which prints one JSON line last; return it.
+
+    The child's stderr lines that start with ``prefix`` are echoed as they come.
 
     For long runs: their progress lines show live, the packages' own notes and warnings do not.
     """

@@ -146,8 +146,9 @@ class PatchDataset(Dataset):
     """Overlapping ``patch_size`` patches (every ``stride`` px) of every pair; length = patch count.
 
     Items are dicts: ``input``, ``target`` ``(3, P, P)`` ``uint8`` (see :func:`to_model`), ``mask``
-    ``(1, P/2, P/2)`` float32 in 0..1 (the GT mask recipe on the patch pair), ``image`` (pair index). Patches that cross the border are reflect-padded
-    (``cv2.BORDER_REFLECT``). ``cache_images`` decoded pairs are kept per worker (0 = decode per patch).
+    ``(1, P/2, P/2)`` float32 in 0..1 (the GT mask recipe on the patch pair), ``image`` (pair index).
+    Patches that cross the border are reflect-padded (``cv2.BORDER_REFLECT``). ``cache_images`` decoded
+    pairs are kept per worker (0 = decode per patch).
     """
 
     def __init__(self, sources: Sequence[ImageSource], patch_size: int, stride: int,
