@@ -208,8 +208,11 @@ def _check_module_state(module: torch.nn.Module, saved: Mapping[str, Any], name:
 class CheckpointManager:
     """Writes ``latest.pth`` every epoch, ``best.pth`` on improvement, and periodic epoch files.
 
-    Periodic files are ``checkpoint_epoch_NNNN.pth`` every ``save_every_n_epochs`` epochs; only the
-    newest ``keep_last`` of them are kept (``keep_last=0`` keeps all). Only the main process writes.
+    Periodic files are ``checkpoint_epoch_NNNN.pth`` every ``save_every_n_epochs`` epochs. All of them
+    are kept unless ``keep_last`` is positive; then only the newest ``keep_last`` *of this run* are.
+    The manager remembers the periodic files it wrote (in every checkpoint it saves, under
+    ``"checkpoints"``, so a resumed run remembers them too), and pruning deletes only those: an older
+    run's files in the same folder are never touched. Only the main process writes.
     """
 
     PERIODIC = re.compile(r"checkpoint_epoch_(\d+)\.pth$")
@@ -218,27 +221,34 @@ class CheckpointManager:
         self,
         directory: str | os.PathLike,
         save_every_n_epochs: int = 10,
-        keep_last: int = 3,
+        keep_last: int = 0,
         monitor: str = "val_loss",
         mode: Literal["min", "max"] = "min",
         best_metric: float | None = None,
+        best_name: str = "best.pth",
+        latest_name: str = "latest.pth",
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0 (0 keeps all), got {keep_last}")
         self.directory = Path(directory)
         self.save_every_n_epochs = save_every_n_epochs
         self.keep_last = keep_last
         self.monitor = monitor
         self.mode = mode
         self.best_metric = best_metric
+        self.best_name = best_name
+        self.latest_name = latest_name
+        self.periodic_written: list[str] = []
 
     @property
     def latest_path(self) -> Path:
-        return self.directory / "latest.pth"
+        return self.directory / self.latest_name
 
     @property
     def best_path(self) -> Path:
-        return self.directory / "best.pth"
+        return self.directory / self.best_name
 
     def periodic_path(self, epoch: int) -> Path:
         return self.directory / f"checkpoint_epoch_{epoch:04d}.pth"
@@ -250,6 +260,14 @@ class CheckpointManager:
             return True
         return metric < self.best_metric if self.mode == "min" else metric > self.best_metric
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"periodic": list(self.periodic_written), "best_metric": self.best_metric}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.periodic_written = [str(name) for name in state.get("periodic", [])]
+        if "best_metric" in state:
+            self.best_metric = state["best_metric"]
+
     def save(self, state: dict[str, Any], epoch: int, metric: float | None = None) -> list[Path]:
         """Save for the end of ``epoch`` (1-based count of finished epochs); returns the files written.
 
@@ -259,24 +277,31 @@ class CheckpointManager:
         improved = self.is_better(metric)
         if improved:
             self.best_metric = float(metric)
-        state = dict(state)
-        state["best_metric"] = self.best_metric
+        periodic = self.save_every_n_epochs > 0 and epoch % self.save_every_n_epochs == 0
+        if periodic and self.periodic_path(epoch).name not in self.periodic_written:
+            self.periodic_written.append(self.periodic_path(epoch).name)
+        state = self.stamp(state)
         if not is_main_process():
             return []
         written = [save_checkpoint(self.latest_path, state)]
         if improved:
             written.append(save_checkpoint(self.best_path, state))
-        if self.save_every_n_epochs > 0 and epoch % self.save_every_n_epochs == 0:
+        if periodic:
             written.append(save_checkpoint(self.periodic_path(epoch), state))
             self._prune()
         return written
 
+    def stamp(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """``state`` with this manager's bookkeeping (best metric, periodic files), as every save writes it."""
+        state = dict(state)
+        state["best_metric"] = self.best_metric
+        state["checkpoints"] = self.state_dict()
+        return state
+
     def _prune(self) -> None:
         if self.keep_last <= 0:
             return
-        periodic = sorted(
-            (int(m.group(1)), p) for p in self.directory.glob("checkpoint_epoch_*.pth")
-            if (m := self.PERIODIC.search(p.name))
-        )
-        for _, path in periodic[: -self.keep_last]:
-            path.unlink(missing_ok=True)
+        ours = sorted(self.periodic_written, key=lambda name: int(self.PERIODIC.search(name).group(1)))
+        for name in ours[: -self.keep_last]:
+            (self.directory / name).unlink(missing_ok=True)
+            self.periodic_written.remove(name)

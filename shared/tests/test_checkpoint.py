@@ -123,3 +123,31 @@ def test_manager_latest_best_periodic_and_pruning(tmp_path):
     best = load_checkpoint(tmp_path / "best.pth")
     assert best["epoch"] == 4 and best["best_metric"] == 3.0
     assert not manager.is_better(float("nan"))
+
+
+def test_pruning_touches_only_this_runs_files(tmp_path):
+    """An older run left periodic files for epochs 20 and 30: the new run's epoch-10 file used to be
+    pruned right after it was written (sorted below the stale ones), and the stale ones were kept."""
+    for epoch in (20, 30):
+        save_checkpoint(tmp_path / f"checkpoint_epoch_{epoch:04d}.pth", {"old": True})
+    manager = CheckpointManager(tmp_path, save_every_n_epochs=10, keep_last=1)
+    manager.save({"epoch": 10}, 10, 1.0)
+    assert load_checkpoint(tmp_path / "checkpoint_epoch_0010.pth")["epoch"] == 10
+    manager.save({"epoch": 20}, 20, 1.0)
+    assert not (tmp_path / "checkpoint_epoch_0010.pth").exists()
+    assert load_checkpoint(tmp_path / "checkpoint_epoch_0020.pth")["epoch"] == 20
+    assert load_checkpoint(tmp_path / "checkpoint_epoch_0030.pth") == {"old": True}
+
+
+def test_periodic_files_are_all_kept_by_default_and_remembered_across_resume(tmp_path):
+    manager = CheckpointManager(tmp_path, save_every_n_epochs=1)
+    for epoch in range(1, 5):
+        manager.save({"epoch": epoch}, epoch, 1.0 / epoch)
+    assert len(list(tmp_path.glob("checkpoint_epoch_*.pth"))) == 4
+    latest = load_checkpoint(tmp_path / "latest.pth")
+    assert latest["checkpoints"]["periodic"] == [f"checkpoint_epoch_{e:04d}.pth" for e in range(1, 5)]
+    resumed = CheckpointManager(tmp_path, save_every_n_epochs=1, keep_last=2)
+    resumed.load_state_dict(latest["checkpoints"])
+    resumed.save({"epoch": 5}, 5, 0.1)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_epoch_*.pth")) == [
+        "checkpoint_epoch_0004.pth", "checkpoint_epoch_0005.pth"]
