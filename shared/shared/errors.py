@@ -5,10 +5,13 @@ everything it already wrote untouched; a Python traceback says none of that to t
 terminal. Library code raises a :class:`UserError` subclass; entry points wrap ``main`` in
 :func:`cli_entry`.
 
-Exit statuses of every training entry point (a wrapper script can act on them):
+Exit statuses of every entry point (a wrapper script can act on them):
 
 * 0 — finished;
 * 2 (:data:`EXIT_USER_ERROR`) — bad input (file, flag, config): fix it, then run again;
+* 4 (:data:`EXIT_SOME_FAILED`) — a folder job (inference over many images) skipped some bad files,
+  each reported on its own line, and wrote the outputs of the rest: fix or drop those files and rerun
+  them alone (when every file failed the status is 2);
 * 3 (:data:`EXIT_DIVERGED`) — training diverged (a run of non-finite losses/gradients): the last good
   state is in ``latest.pth``, but the same settings will diverge again, so do not simply requeue;
 * 75 (``shared.preemption.EXIT_PREEMPTED``) — stopped by SIGTERM/SIGINT after saving: resume it;
@@ -25,6 +28,7 @@ from typing import TypeVar
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_SOME_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
@@ -46,6 +50,20 @@ class ConfigError(UserError):
     """A config file, key or flag value is invalid."""
 
 
+class InputsFailed(DataError):
+    """Some files of a folder job were bad and skipped; the others were processed.
+
+    :attr:`exit_status` is :data:`EXIT_SOME_FAILED` when anything was written, else
+    :data:`EXIT_USER_ERROR`, so a wrapper script can tell "partly done" from "nothing done".
+    """
+
+    def __init__(self, message: str, failed: list, succeeded: int) -> None:
+        super().__init__(message)
+        self.failed = failed
+        self.succeeded = succeeded
+        self.exit_status = EXIT_SOME_FAILED if succeeded else EXIT_USER_ERROR
+
+
 class TrainingStopped(Exception):
     """The run cannot usefully go on, for a known reason that is neither bad input nor a bug.
 
@@ -60,6 +78,8 @@ class TrainingStopped(Exception):
 def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap an entry point so that a :class:`UserError` prints ``error: <message>`` and exits 2.
 
+    (Or its own ``exit_status`` where it has one, as :class:`InputsFailed` does.)
+
     A :class:`TrainingStopped` prints the same way and exits with its ``exit_status``;
     ``KeyboardInterrupt`` exits 130 without a traceback. Other exceptions keep their traceback:
     they are bugs, and the traceback is what a bug report needs.
@@ -71,7 +91,7 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
             return main(*args, **kwargs)
         except UserError as exc:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
-            raise SystemExit(EXIT_USER_ERROR) from None
+            raise SystemExit(getattr(exc, "exit_status", EXIT_USER_ERROR)) from None
         except TrainingStopped as exc:
             print(f"error: {_one_line(exc)}", file=sys.stderr)
             raise SystemExit(exc.exit_status) from None

@@ -41,11 +41,13 @@ class TrainConfig:
     deterministic: bool = False
     resume: str = ""
     overwrite: bool = False
+    max_minutes: float | None = None
+    max_steps: int | None = None
     tracker: str = "wandb"
     project: str = "abpn_retouch"
     run_name: str = ""
     save_every: int = 10
-    keep_last: int = 3
+    keep_last: int = 0
     max_grad_norm: float = 1.0
     find_unused_parameters: bool = False
     vgg_weights: str = ""
@@ -85,13 +87,16 @@ HELP = {
     "precision": "auto = fp16 AMP on CUDA, fp32 elsewhere",
     "seed": "seed for weights and data order",
     "deterministic": "deterministic kernels (bit-exact on CPU)",
-    "resume": "resume exactly from this training checkpoint",
-    "overwrite": "allow starting a fresh run in a --save-dir that already holds latest.pth",
+    "resume": "resume exactly from this training checkpoint; 'auto': from latest.pth in --save-dir if there is "
+              "one, else start fresh (for restarted jobs)",
+    "overwrite": "allow starting a fresh run in a --save-dir that already holds a run",
+    "max_minutes": "stop after this many minutes of training, saving latest.pth (--resume continues)",
+    "max_steps": "stop after this many optimizer steps in all, saving latest.pth (--resume continues)",
     "tracker": "experiment tracker (WANDB_MODE honoured; offline without an API key)",
     "project": "tracker project / experiment name",
     "run_name": "tracker run name",
     "save_every": "periodic checkpoint every N epochs (0 = none)",
-    "keep_last": "periodic checkpoints kept",
+    "keep_last": "keep only the newest N periodic checkpoints of this run (0 = keep all)",
     "max_grad_norm": "gradient clipping norm (0 = off)",
     "find_unused_parameters": "DDP find_unused_parameters (not needed: every parameter is used)",
     "vgg_weights": "VGG16 ImageNet weights file for the perceptual loss",
@@ -111,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         if field.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", help=HELP[field.name])
             continue
-        kind = {"int": int, "float": float, "str": str}[str(field.type)]
+        # "X | None": the flag is off (None) unless given.
+        kind = {"int": int, "float": float, "str": str}[str(field.type).removesuffix(" | None")]
         parser.add_argument(flag, type=kind, default=field.default, choices=CHOICES.get(field.name),
                             help=f"{HELP[field.name]} (default: {field.default!r})")
     return parser

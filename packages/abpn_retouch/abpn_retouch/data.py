@@ -14,6 +14,7 @@ that is what each DataLoader worker copies into shared memory and each step copi
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from abpn_retouch.masks import MaskRecipe, generate_gt_mask
 from shared.errors import DataError
 from shared.images import pair_by_stem, read_image, read_image_size
-from shared.seed import make_generator
+from shared.sampler import epoch_permutation
 from shared.tiling import extract_patch, patch_grid
 
 PAIR_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -222,9 +223,12 @@ def to_model(batch: dict[str, torch.Tensor], device: torch.device | str = "cpu"
 class GroupedPatchSampler(Sampler[int]):
     """Shuffles image order and patch order within each image, keeping an image's patches together.
 
-    Under DDP the epoch's sequence is padded (by wrapping) to a multiple of ``world_size`` and cut into
-    contiguous equal chunks, one per rank, so every rank runs the same number of steps and decodes
-    (almost) only its own images. The order depends on ``(seed, epoch)`` alone; ``set_epoch(epoch,
+    Both orders come from ``shared.sampler``'s ``(seed, epoch)`` permutation, as every trainer's data
+    order does: the images in the permutation of the images, each image's patches in the order the
+    permutation of all patches visits them. Under DDP the epoch's sequence is padded (by wrapping) to a
+    multiple of ``world_size`` and cut into contiguous equal chunks, one per rank (not dealt round-robin
+    as ``EpochSampler`` does), so every rank runs the same number of steps and decodes (almost) only its
+    own images. The order depends on ``(seed, epoch)`` alone; ``set_epoch(epoch,
     skip)`` drops the first ``skip`` indices, so a run resumed mid-epoch sees exactly the rest.
     """
 
@@ -233,21 +237,21 @@ class GroupedPatchSampler(Sampler[int]):
         self.groups = [list(g) for g in groups]
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch, self.skip = 0, 0
-        total = sum(len(g) for g in self.groups)
-        self.per_rank = math.ceil(total / world_size)
+        self.total = sum(len(g) for g in self.groups)
+        self.per_rank = math.ceil(self.total / world_size)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
     def epoch_order(self) -> list[int]:
         """This rank's full sequence for the current epoch (before ``skip``)."""
+        order = [index for group in self.groups for index in group]
         if self.shuffle:
-            generator = make_generator(self.seed * 1_000_003 + self.epoch)
-            image_order = torch.randperm(len(self.groups), generator=generator).tolist()
-            order = [self.groups[i][j] for i in image_order
-                     for j in torch.randperm(len(self.groups[i]), generator=generator).tolist()]
-        else:
-            order = [index for group in self.groups for index in group]
+            # place[k]: where the k-th patch of ``order`` comes in the permutation of all patches.
+            place = torch.argsort(torch.tensor(epoch_permutation(self.total, self.seed, self.epoch))).tolist()
+            bounds = list(itertools.accumulate(map(len, self.groups), initial=0))
+            order = [order[k] for image in epoch_permutation(len(self.groups), self.seed, self.epoch)
+                     for k in sorted(range(bounds[image], bounds[image + 1]), key=place.__getitem__)]
         padded = (order * math.ceil(self.per_rank * self.world_size / max(len(order), 1)))[
             : self.per_rank * self.world_size]
         return padded[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import sys
-from pathlib import Path
 
 import torch
 
 from abpn_retouch.data import PAIR_EXTENSIONS
 from abpn_retouch.infer import _check_tiling, load_model, retouch
 from abpn_retouch.masks import MaskRecipe, generate_gt_mask
-from abpn_retouch.metrics import mask_iou_dice, psnr, ssim
+from abpn_retouch.metrics import mask_iou_dice
 from shared.amp import PRECISIONS
+from shared.cli import report_metrics
 from shared.device import DEVICE_CHOICES, resolve_device
 from shared.errors import DataError, cli_entry
 from shared.images import pair_by_stem, read_image, to_tensor
+from shared.metrics import psnr, ssim
 
 COLUMNS = ("psnr", "ssim", "psnr_input", "mask_iou", "mask_dice")
 
@@ -38,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
+    """Score every pair, write ``args.output`` and print the table; the JSON data."""
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, device)
     _check_tiling(args.tile_size, args.overlap, model.multiple)
@@ -52,30 +51,15 @@ def evaluate(args: argparse.Namespace) -> dict:
         target_t, image_t = to_tensor(target)[None], to_tensor(image)[None]
         iou, dice = mask_iou_dice(mask[..., : gt_mask.shape[-2], : gt_mask.shape[-1]], gt_mask)
         per_image[image_path.stem] = {
-            "psnr": psnr(output[None], target_t), "ssim": ssim(output[None], target_t),
-            "psnr_input": psnr(image_t, target_t), "mask_iou": iou, "mask_dice": dice,
+            "psnr": psnr(output[None], target_t).item(), "ssim": ssim(output[None], target_t).item(),
+            "psnr_input": psnr(image_t, target_t).item(), "mask_iou": iou, "mask_dice": dice,
         }
     mean = {k: sum(m[k] for m in per_image.values()) / len(per_image) for k in COLUMNS}
-    return {"checkpoint": str(args.checkpoint), "mean": mean, "images": per_image}
-
-
-def format_table(result: dict) -> str:
-    rows = [("image", *COLUMNS)]
-    for name, metrics in [*result["images"].items(), ("MEAN", result["mean"])]:
-        rows.append((name, *(f"{metrics[k]:.4f}" if math.isfinite(metrics[k]) else "inf" for k in COLUMNS)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return report_metrics(args.output, mean, per_image, rows_key="images", extra={"checkpoint": str(args.checkpoint)},
+                          columns=COLUMNS)
 
 
 @cli_entry
 def cli(argv: list[str] | None = None) -> None:
     """Console script ``abpn-eval`` (same flags as ``evaluate.py``)."""
-    args = build_parser().parse_args(argv)
-    result = evaluate(args)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # JSON has no inf: identical pairs would give PSNR inf, written as null.
-    safe = json.loads(json.dumps(result, default=str).replace("Infinity", "null"))
-    out.write_text(json.dumps(safe, indent=2))
-    print(format_table(result))
-    print(f"wrote {out}", file=sys.stderr)
+    evaluate(build_parser().parse_args(argv))

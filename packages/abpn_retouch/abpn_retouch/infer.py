@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +12,10 @@ import torch.nn.functional as F
 from abpn_retouch.model import ABPN
 from shared.amp import PRECISIONS
 from shared.checkpoint import load_checkpoint
+from shared.cli import Job, resolve_jobs, run_jobs
 from shared.device import DEVICE_CHOICES, resolve_device
-from shared.errors import ConfigError, DataError, cli_entry
-from shared.images import IMAGE_EXTENSIONS, list_images, read_image, save_image, to_numpy_image, to_tensor
+from shared.errors import ConfigError, cli_entry
+from shared.images import read_image, save_image, to_numpy_image, to_tensor
 from shared.tiling import tiled_forward
 
 
@@ -27,15 +25,6 @@ def load_model(checkpoint: str | Path, device: torch.device) -> ABPN:
 
     model = build_model_from_checkpoint(load_checkpoint(checkpoint))
     return model.to(device).eval()
-
-
-def inputs_of(path: str | Path) -> list[Path]:
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.exists():
-        raise DataError(f"{path}: input file or folder not found")
-    return list_images(path, IMAGE_EXTENSIONS)
 
 
 def retouch(model: ABPN, image: np.ndarray, tile_size: int = 1024, overlap: int = 256, batch_size: int = 1,
@@ -61,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Retouch photos at full resolution with a trained ABPN.")
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (latest.pth / best.pth)")
     parser.add_argument("--input", required=True, help="image file or folder of images")
-    parser.add_argument("--output", required=True, help="output folder: <name>.png (and <name>_mask.png)")
+    parser.add_argument("--output", required=True,
+                        help="output .png for one input file, else a folder of <name>.png (and <name>_mask.png)")
     parser.add_argument("--save-mask", action="store_true", help="also write the predicted mask, full size")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile side in pixels (default: 1024)")
     parser.add_argument("--overlap", type=int, default=256, help="tile overlap in pixels (default: 256)")
@@ -75,22 +65,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, device)
     _check_tiling(args.tile_size, args.overlap, model.multiple)
-    files = inputs_of(args.input)
-    out_dir = Path(args.output)
-    written = []
-    for path in files:
-        start = time.perf_counter()
-        image = read_image(path)
+
+    def process(job: Job) -> list[Path]:
+        image = read_image(job.source)
         output, mask = retouch(model, image, args.tile_size, args.overlap, args.batch_size, device, args.precision)
-        target = out_dir / f"{path.stem}.png"
-        written.append(save_image(target, output))
+        written = [save_image(job.target, output)]
         if args.save_mask:
             full = F.interpolate(mask[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-            written.append(save_image(out_dir / f"{path.stem}_mask.png", to_numpy_image(full)))
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{path.name}: {image.shape[1]}×{image.shape[0]} → {target} "
-              f"({time.perf_counter() - start:.1f} s, peak RSS {peak_mb:.0f} MB)", file=sys.stderr)
-    return written
+            written.append(save_image(job.target.with_name(f"{job.target.stem}_mask.png"), to_numpy_image(full)))
+        return written
+
+    return run_jobs(resolve_jobs(args.input, args.output), process)
 
 
 @cli_entry

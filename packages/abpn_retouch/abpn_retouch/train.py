@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import asdict
@@ -17,28 +16,14 @@ from abpn_retouch.data import PatchDataset, file_sources, patch_loader, syntheti
 from abpn_retouch.losses import LossWeights, RetouchLoss
 from abpn_retouch.masks import MaskRecipe
 from abpn_retouch.model import ABPN, ABPNConfig
-from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
-from shared.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    load_checkpoint,
-    make_training_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from shared.amp import MixedPrecision, NonFiniteError
+from shared.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from shared.device import resolve_device
-from shared.distributed import (
-    all_reduce_mean,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    wrap_ddp,
-)
+from shared.distributed import cleanup_distributed, init_distributed, wrap_ddp
 from shared.errors import ConfigError, UserError, cli_entry, unwrap_worker_error
-from shared.images import save_image_grid
-from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.images import read_image, save_image_grid
 from shared.seed import make_generator, seed_everything, seed_worker
-from shared.tracking import create_tracker
+from shared.training import Budget, RunningMeans, TrainingRun
 
 KIND = "abpn_retouch"
 
@@ -104,10 +89,6 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    latest = Path(cfg.save_dir) / "latest.pth"
-    if latest.exists() and not cfg.resume and not cfg.overwrite:
-        raise ConfigError(f"{latest}: --save-dir already holds a run; pass --resume {latest} to continue it, "
-                          "--overwrite to start over, or another --save-dir")
 
 
 def sample_indices(dataset: PatchDataset, count: int = 4) -> list[int]:
@@ -134,7 +115,7 @@ def save_samples(model: ABPN, dataset: PatchDataset, indices: list[int], device:
 
 
 def train(cfg: TrainConfig) -> int:
-    """Run training; returns the process exit status (0, or EXIT_PREEMPTED after a graceful stop).
+    """Run training; returns the process exit status (0, or EXIT_PREEMPTED after a signal).
 
     Raises :class:`NonFiniteError` (exit status 3 through ``cli_entry``) when training diverges, after
     saving the last good state.
@@ -153,14 +134,15 @@ def _train(cfg: TrainConfig, dist_info) -> int:
     seed_everything(cfg.seed, cfg.deterministic)
     if device.type == "cuda" and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off
-    precision = _resolve_precision(cfg.precision, device)
+    manager = CheckpointManager(cfg.save_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
+                                monitor="train_loss", mode="min")
+    run = TrainingRun(KIND, manager, resume=cfg.resume or None, overwrite=cfg.overwrite,
+                      budget=Budget(cfg.max_minutes, cfg.max_steps), folder_flag="--save-dir")
 
     dataset = build_dataset(cfg)
     loader = patch_loader(dataset, cfg.batch_size, cfg.num_workers, seed=cfg.seed, rank=dist_info.rank,
                           world_size=dist_info.world_size, pin_memory=device.type == "cuda",
                           worker_init_fn=seed_worker, generator=make_generator(cfg.seed))
-    batches = loader.batch_sampler
-
     model = ABPN(model_config(cfg)).to(device)
     if cfg.pretrained_path:
         load_pretrained(model, cfg.pretrained_path)
@@ -168,111 +150,81 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                           cfg.w_dice)
     criterion = RetouchLoss(weights, cfg.vgg_weights or None, cfg.perceptual_size, quiet=not is_main).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    amp = MixedPrecision(precision, device, modules=[model])
-    manager = CheckpointManager(cfg.save_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
-                                monitor="train_loss", mode="min")
+    amp = MixedPrecision(_resolve_precision(cfg.precision, device), device, modules=[model])
+    objects = {"model": model, "optimizer": optimizer, "amp": amp}
 
     start_epoch, global_step, skip_batches, layout_workers = 0, 0, 0, None
-    running = {"loss_sum": 0.0, "count": 0}
-    if cfg.resume:
-        state = load_checkpoint(cfg.resume)
-        info = restore_training_state(state, {"model": model, "optimizer": optimizer, "amp": amp},
-                                      kind=KIND, source=cfg.resume)
+    means = RunningMeans()
+    if run.resuming:
+        info = run.restore(objects)
         start_epoch, global_step = info.epoch, info.global_step
         skip_batches = int(info.extra.get("batch_in_epoch", 0))
         # Batches are laid out per worker: the saved batch position only means the same patches under
         # the interrupted run's worker count.
         if skip_batches:
             layout_workers = int(info.config.get("num_workers", cfg.num_workers))
-        running = dict(info.extra.get("running", running))
-        manager.best_metric = info.best_metric
+            means.load_state_dict(info.extra.get("running", {}))
         if is_main:
-            print(f"resumed from {cfg.resume}: epoch {start_epoch}, step {global_step}"
+            print(f"resumed from {run.resume_path}: epoch {start_epoch}, step {global_step}"
                   + (f", batch {skip_batches} of the epoch" if skip_batches else ""), file=sys.stderr)
 
     ddp_model = wrap_ddp(model, device, find_unused_parameters=cfg.find_unused_parameters)
-    tracker = create_tracker(cfg.tracker, cfg.save_dir, project=cfg.project, run_name=cfg.run_name or None,
-                             config=asdict(cfg))
     samples = sample_indices(dataset)
-    save_dir = Path(cfg.save_dir)
     config_dict = asdict(cfg)
 
     def training_state(epoch_done: int, batch_in_epoch: int) -> dict:
-        return make_training_state(
-            kind=KIND, epoch=epoch_done, global_step=global_step,
-            objects={"model": model, "optimizer": optimizer, "amp": amp},
-            best_metric=manager.best_metric, config=config_dict,
-            extra={"batch_in_epoch": batch_in_epoch, "running": dict(running),
-                   "model_config": asdict(model.config)},
-        )
+        return run.state(epoch=epoch_done, global_step=global_step, objects=objects, config=config_dict,
+                         extra={"batch_in_epoch": batch_in_epoch, "running": means.state_dict(),
+                                "model_config": asdict(model.config)})
 
-    try:
-        with GracefulStop() as stop:
-            for epoch in range(start_epoch, cfg.num_epochs):
-                batches.set_epoch(epoch, skip=skip_batches, layout_workers=layout_workers)
-                batch_in_epoch = skip_batches
-                skip_batches, layout_workers = 0, None
-                if batch_in_epoch == 0:
-                    running = {"loss_sum": 0.0, "count": 0}
-                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main,
-                           dynamic_ncols=True, file=sys.stderr)
-                try:
-                    for batch in bar:
-                        inputs, targets, masks = to_model(batch, device)
-                        with amp.autocast():
-                            output, mask_logits = ddp_model(inputs)
-                            loss, terms = criterion(output, targets, mask_logits, masks)
-                        try:
-                            result = amp.backward_and_step(loss, optimizer,
-                                                           max_grad_norm=cfg.max_grad_norm or None)
-                        except NonFiniteError as exc:
-                            bar.close()
-                            # Resumable at this batch; the skipped steps before it changed no weights.
-                            state = training_state(epoch, batch_in_epoch)
-                            raise diverged(exc, state, manager.latest_path) from None
+    tracker = run.open_tracker(cfg.tracker, cfg.save_dir, project=cfg.project, run_name=cfg.run_name or None,
+                               config=config_dict)
+    with run:
+        for epoch in range(start_epoch, cfg.num_epochs):
+            loader.batch_sampler.set_epoch(epoch, skip=skip_batches, layout_workers=layout_workers)
+            batch_in_epoch = skip_batches
+            skip_batches, layout_workers = 0, None
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main,
+                       dynamic_ncols=True, file=sys.stderr)
+            try:
+                for batch in bar:
+                    inputs, targets, masks = to_model(batch, device)
+                    with amp.autocast():
+                        output, mask_logits = ddp_model(inputs)
+                        loss, terms = criterion(output, targets, mask_logits, masks)
+                    try:
+                        result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.max_grad_norm or None)
+                    except NonFiniteError as exc:
+                        bar.close()
+                        # Resumable at this batch; the skipped steps before it changed no weights.
+                        raise run.diverged(exc, training_state(epoch, batch_in_epoch)) from None
+                    batch_in_epoch += 1
+                    if result.stepped:
                         global_step += 1
-                        batch_in_epoch += 1
-                        if result.stepped:
-                            running["loss_sum"] += float(loss.detach())
-                            running["count"] += 1
-                        bar.set_postfix(loss=f"{running['loss_sum'] / max(running['count'], 1):.4f}",
-                                        l1=f"{terms['global_l1'].item():.4f}", dice=f"{terms['dice'].item():.3f}")
+                        means.add({"loss": float(loss.detach())})
+                        bar.set_postfix(loss=f"{means.local()['loss']:.4f}", l1=f"{terms['global_l1'].item():.4f}",
+                                        dice=f"{terms['dice'].item():.3f}")
                         if global_step % cfg.log_every == 0:
                             tracker.log_metrics({"train/loss": float(loss.detach()),
-                                                 **{f"train/{k}": float(v) for k, v in terms.items()}},
+                                                 **{f"train/{k}": v.item() for k, v in terms.items()}},
                                                 step=global_step)
-                        if stop.should_stop():
-                            state = training_state(epoch, batch_in_epoch)
-                            if is_main:
-                                save_checkpoint(manager.latest_path, state)
-                                print(f"stopped: saved {manager.latest_path} (epoch {epoch + 1}, "
-                                      f"batch {batch_in_epoch}); resume with --resume", file=sys.stderr)
-                            barrier()
-                            return EXIT_PREEMPTED
-                except UserError as exc:
-                    raise unwrap_worker_error(exc) from None
-                # An epoch whose every step was skipped has no loss: inf, never a "best" 0.
-                mean_loss = running["loss_sum"] / running["count"] if running["count"] else float("inf")
-                epoch_loss = all_reduce_mean(mean_loss)
-                if not math.isfinite(epoch_loss):
-                    epoch_loss = float("inf")
-                running = {"loss_sum": 0.0, "count": 0}
-                state = training_state(epoch + 1, 0)
-                ensure_finite(state, f"the end of epoch {epoch + 1}", manager.latest_path)
-                manager.save(state, epoch + 1, metric=epoch_loss)
-                tracker.log_metrics({"epoch/train_loss": epoch_loss, "epoch": epoch + 1}, step=global_step)
-                if is_main and cfg.sample_save_freq and (epoch + 1) % cfg.sample_save_freq == 0:
-                    grid = save_samples(model, dataset, samples, device,
-                                        save_dir / "samples" / f"epoch_{epoch + 1:04d}.png")
-                    from shared.images import read_image
-
-                    tracker.log_image("samples", read_image(grid), step=global_step)
-                if is_main:
-                    best = "none yet" if manager.best_metric is None else f"{manager.best_metric:.5f}"
-                    print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {best})", file=sys.stderr)
-                barrier()
-    finally:
-        tracker.finish()
+                    if run.should_stop(global_step):
+                        return run.stop(training_state(epoch, batch_in_epoch),
+                                        f"at epoch {epoch + 1}, batch {batch_in_epoch}")
+            except UserError as exc:
+                raise unwrap_worker_error(exc) from None
+            # An epoch whose every step was skipped has no loss: inf, never a "best" 0.
+            epoch_loss = means.reduced().get("loss", float("inf"))
+            means = RunningMeans()
+            run.end_epoch(training_state(epoch + 1, 0), epoch + 1, epoch_loss)
+            tracker.log_metrics({"epoch/train_loss": epoch_loss, "epoch": epoch + 1}, step=global_step)
+            if is_main and cfg.sample_save_freq and (epoch + 1) % cfg.sample_save_freq == 0:
+                grid = save_samples(model, dataset, samples, device,
+                                    Path(cfg.save_dir) / "samples" / f"epoch_{epoch + 1:04d}.png")
+                tracker.log_image("samples", read_image(grid), step=global_step)
+            if is_main:
+                best = "none yet" if manager.best_metric is None else f"{manager.best_metric:.5f}"
+                print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {best})", file=sys.stderr)
     return 0
 
 

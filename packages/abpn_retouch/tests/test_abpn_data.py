@@ -61,6 +61,21 @@ def test_sampler_groups_shuffles_and_is_reproducible():
     assert list(sampler) == orders[2][4:] and len(sampler) == 5
 
 
+def test_sampler_orders_images_and_patches_by_the_shared_epoch_permutation():
+    from shared.sampler import epoch_permutation
+
+    groups = [[10, 11, 12], [20, 21], [30, 31, 32, 33]]
+    sampler = GroupedPatchSampler(groups, seed=4)
+    sampler.set_epoch(3)
+    order = sampler.epoch_order()
+    images = [int(str(i)[0]) - 1 for i in order]
+    assert list(dict.fromkeys(images)) == epoch_permutation(3, 4, 3)
+    flat = [i for g in groups for i in g]
+    shared_order = [flat[k] for k in epoch_permutation(9, 4, 3)]
+    for group in groups:
+        assert [i for i in order if i in group] == [i for i in shared_order if i in group]
+
+
 def test_sampler_splits_ranks_equally():
     groups = [[0, 1, 2], [3, 4], [5, 6, 7, 8]]
     parts = [list(GroupedPatchSampler(groups, seed=3, rank=r, world_size=2)) for r in range(2)]

@@ -60,7 +60,7 @@ def test_infer_and_evaluate_entry_scripts(tmp_path, pair_dirs, run_script):
     data = json.loads(metrics.read_text())
     assert set(data["images"]) == {"img_0", "img_1"}
     assert abs(data["mean"]["psnr"] - data["mean"]["psnr_input"]) < 1e-6
-    assert "MEAN" in result.stdout and "mask_iou" in result.stdout
+    assert "mean (2)" in result.stdout and "mask_iou" in result.stdout
 
 
 def test_infer_bad_inputs(tmp_path, run_script):
@@ -77,3 +77,28 @@ def test_infer_bad_inputs(tmp_path, run_script):
     truncated.write_bytes(truncated.read_bytes()[:100])
     result = run_script("infer.py", "--checkpoint", str(ckpt), "--input", str(truncated), "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and "trunc.png" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_infer_output_png_for_one_file_is_that_file(tmp_path, pair_dirs, run_script):
+    _, ckpt = _checkpoint(tmp_path, perturb=False)
+    original, _ = pair_dirs
+    out = tmp_path / "x.png"
+    result = run_script("infer.py", "--checkpoint", str(ckpt), "--input", str(original / "img_1.png"), "--output",
+                        str(out), "--save-mask", "--tile-size", "64", "--overlap", "16", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.is_file() and Image.open(out).size == (80, 80)  # a file, not a folder named x.png
+    assert Image.open(tmp_path / "x_mask.png").size == (80, 80)
+
+
+def test_infer_folder_with_a_corrupt_file_writes_the_rest_and_fails(tmp_path, pair_dirs, run_script):
+    _, ckpt = _checkpoint(tmp_path, perturb=False)
+    original, _ = pair_dirs
+    bad = original / "img_0.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    out = tmp_path / "out"
+    result = run_script("infer.py", "--checkpoint", str(ckpt), "--input", str(original), "--output", str(out),
+                        "--tile-size", "64", "--overlap", "16", "--device", "cpu")
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert [p.name for p in out.iterdir()] == ["img_1.png"]
+    assert f"error: {bad}: unreadable or truncated image" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: 1 of 2 images failed (img_0.png); 1 written"

@@ -19,22 +19,70 @@ def test_trainer_end_to_end_with_wandb_offline(tmp_path, run_script):
     assert state["kind"] == "abpn_retouch" and state["epoch"] == 2 and state["config"]["patch_size"] == 32
     # A second fresh run must not overwrite the first one.
     again = run_script("trainer.py", *TINY, "--num-epochs", "1", "--save-dir", str(save))
-    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert again.returncode == 2 and "holds another run (latest.pth)" in again.stderr
+    assert "--save-dir" in again.stderr
     assert load_checkpoint(save / "latest.pth")["epoch"] == 2
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, run_script):
+    """2 epochs straight == 1 epoch, then a step budget that stops mid-epoch 2, then --resume auto."""
     full, half = tmp_path / "full", tmp_path / "half"
     common = [*TINY, "--tracker", "none", "--sample-save-freq", "0", "--w-perceptual", "0"]
     assert run_script("trainer.py", *common, "--num-epochs", "2", "--save-dir", str(full)).returncode == 0
-    assert run_script("trainer.py", *common, "--num-epochs", "1", "--save-dir", str(half)).returncode == 0
-    resumed = run_script("trainer.py", *common, "--num-epochs", "2", "--save-dir", str(half),
-                         "--resume", str(half / "latest.pth"))
+    # --resume auto with no latest.pth yet (a restarted job's first start): a fresh run.
+    first = run_script("trainer.py", *common, "--num-epochs", "1", "--save-dir", str(half), "--resume", "auto")
+    assert first.returncode == 0 and "--resume auto: no" in first.stderr and "starting fresh" in first.stderr
+    assert load_checkpoint(half / "latest.pth")["global_step"] == 4
+    # 8 patches in batches of 2: 4 steps an epoch, so step 6 is batch 2 of epoch 2.
+    budget = run_script("trainer.py", *common, "--num-epochs", "2", "--save-dir", str(half),
+                        "--resume", "auto", "--max-steps", "6")
+    assert budget.returncode == 0, budget.stderr[-3000:]
+    assert "--resume auto: resuming" in budget.stderr and "stopped by step budget (6 steps)" in budget.stderr
+    stopped = load_checkpoint(half / "latest.pth")
+    assert (stopped["epoch"], stopped["global_step"], stopped["extra"]["batch_in_epoch"]) == (1, 6, 2)
+    resumed = run_script("trainer.py", *common, "--num-epochs", "2", "--save-dir", str(half), "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = load_checkpoint(full / "latest.pth")["state"]["model"]
-    b = load_checkpoint(half / "latest.pth")["state"]["model"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    a, b = load_checkpoint(full / "latest.pth"), load_checkpoint(half / "latest.pth")
+    assert a["global_step"] == b["global_step"] == 8 and a["best_metric"] == b["best_metric"]
+    for key in a["state"]["model"]:
+        torch.testing.assert_close(a["state"]["model"][key], b["state"]["model"][key], rtol=0, atol=0, msg=key)
+
+
+def test_skipped_step_neither_counts_nor_enters_the_epoch_mean(tmp_path, monkeypatch):
+    """A non-finite loss skips its step: global_step, the logged steps and the epoch mean leave it out."""
+    import shared.training
+    from abpn_retouch.config import parse_config
+    from abpn_retouch.losses import RetouchLoss
+    from abpn_retouch.train import train
+    from shared.tracking import NoTracker
+
+    losses, logged = [], []
+    real_forward = RetouchLoss.forward
+
+    def first_loss_nan(self, *args):
+        loss, terms = real_forward(self, *args)
+        losses.append(float(loss.detach()))
+        return (loss * float("nan") if len(losses) == 1 else loss), terms
+
+    class Recorder(NoTracker):
+        def log_metrics(self, metrics, step):
+            logged.append((step, dict(metrics)))
+
+    monkeypatch.setattr(RetouchLoss, "forward", first_loss_nan)
+    monkeypatch.setattr(shared.training, "create_tracker", lambda *args, **kwargs: Recorder())
+    args = [a for a in TINY if a != "--deterministic"]  # in-process: leave torch's global modes alone
+    cfg = parse_config([*args, "--tracker", "none", "--sample-save-freq", "0", "--w-perceptual", "0",
+                        "--num-epochs", "1", "--save-dir", str(tmp_path)])
+    assert train(cfg) == 0
+    assert len(losses) == 4  # 4 batches, the first one skipped
+    state = load_checkpoint(tmp_path / "latest.pth")
+    assert state["global_step"] == 3 and state["state"]["amp"]["skipped_steps"] == 1
+    steps = [step for step, metrics in logged if "train/loss" in metrics]
+    assert steps == [1, 2, 3]
+    epoch_step, epoch_metrics = next((step, m) for step, m in logged if "epoch/train_loss" in m)
+    assert epoch_step == 3
+    assert epoch_metrics["epoch/train_loss"] == pytest.approx(sum(losses[1:]) / 3, rel=1e-6)
+    assert state["best_metric"] == pytest.approx(sum(losses[1:]) / 3, rel=1e-6)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from alphagan_matting.losses.metrics import compute_metrics
 from alphagan_matting.utils import read_alpha, read_trimap
+from shared.cli import report_metrics
 from shared.errors import DataError, cli_entry
 from shared.images import list_images
 
+KEYS = ("SAD", "MSE", "Grad", "Conn")
 
-def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> dict:
-    """Per-image and mean metrics over the unknown region of each trimap."""
+
+def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> tuple[dict, dict]:
+    """Mean and per-image metrics over the unknown region of each trimap."""
     # infer.py writes "<stem>_composite.png" previews next to the alphas; they are not predictions.
     preds = {p.stem: p for p in list_images(pred_dir) if not p.stem.endswith("_composite")}
     if not preds:
@@ -42,19 +44,8 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> dict:
                 raise DataError(f"{path}: {name} is {arr.shape[1]}x{arr.shape[0]} but {gt_path} is "
                                 f"{gt.shape[1]}x{gt.shape[0]}")
         per_image[pred_path.stem] = compute_metrics(pred.astype(np.float64), gt.astype(np.float64), trimap).as_dict()
-    keys = ("SAD", "MSE", "Grad", "Conn")
-    mean = {k: float(np.mean([m[k] for m in per_image.values()])) for k in keys}
-    return {"mean": mean, "per_image": per_image, "count": len(per_image)}
-
-
-def format_table(result: dict) -> str:
-    keys = ("SAD", "MSE", "Grad", "Conn")
-    width = max([len("image"), len("mean")] + [len(s) for s in result["per_image"]])
-    lines = [f"{'image':<{width}}  " + "  ".join(f"{k:>10}" for k in keys)]
-    for stem, m in result["per_image"].items():
-        lines.append(f"{stem:<{width}}  " + "  ".join(f"{m[k]:>10.4f}" for k in keys))
-    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{result['mean'][k]:>10.4f}" for k in keys))
-    return "\n".join(lines)
+    mean = {k: float(np.mean([m[k] for m in per_image.values()])) for k in KEYS}
+    return mean, per_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,12 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    result = evaluate_folders(args.pred, args.gt, args.trimap)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(format_table(result))
-    print(f"wrote {args.output}")
-    return result
+    mean, per_image = evaluate_folders(args.pred, args.gt, args.trimap)
+    return report_metrics(args.output, mean, per_image, columns=KEYS)
 
 
 @cli_entry

@@ -13,9 +13,10 @@ from alphagan_matting.models import AlphaGenerator, apply_known_regions
 from alphagan_matting.utils import build_generator, read_trimap, trimap_to_unit
 from shared.amp import PRECISIONS
 from shared.checkpoint import CheckpointError, load_checkpoint
+from shared.cli import Job, resolve_jobs, run_jobs
 from shared.device import resolve_device
 from shared.errors import DataError, UserError, cli_entry
-from shared.images import IMAGE_EXTENSIONS, list_images, read_image, save_image
+from shared.images import list_images, read_image, save_image
 from shared.tiling import tiled_forward
 
 
@@ -53,22 +54,19 @@ def predict_alpha(generator: torch.nn.Module, image: np.ndarray, trimap: np.ndar
     return alpha[0, 0].numpy()
 
 
-def _pairs(image: Path, trimap: Path) -> list[tuple[Path, Path]]:
-    if image.is_dir():
-        if not trimap.is_dir():
-            raise DataError(f"{trimap}: --image is a folder, so --trimap must be a folder too")
-        trimaps = {p.stem: p for p in list_images(trimap)}
-        pairs = []
-        for img in list_images(image):
-            if img.stem not in trimaps:
-                raise DataError(f"{img}: no trimap with stem '{img.stem}' in {trimap}")
-            pairs.append((img, trimaps[img.stem]))
-        return pairs
-    if not image.is_file():
-        raise DataError(f"{image}: image not found")
-    if not trimap.is_file():
-        raise DataError(f"{trimap}: trimap file not found")
-    return [(image, trimap)]
+def _trimaps(image: Path, trimap: Path, jobs: list[Job]) -> dict[Path, Path]:
+    """The trimap of each job's image, matched by stem; an image without one stops the run before any work."""
+    if not image.is_dir():
+        if not trimap.is_file():
+            raise DataError(f"{trimap}: trimap file not found")
+        return {image: trimap}
+    if not trimap.is_dir():
+        raise DataError(f"{trimap}: --image is a folder, so --trimap must be a folder too")
+    by_stem = {p.stem: p for p in list_images(trimap)}
+    for job in jobs:
+        if job.source.stem not in by_stem:
+            raise DataError(f"{job.source}: no trimap with stem '{job.source.stem}' in {trimap}")
+    return {job.source: by_stem[job.source.stem] for job in jobs}
 
 
 def parse_color(text: str) -> np.ndarray:
@@ -86,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (latest.pth / best.pth)")
     p.add_argument("--image", type=Path, required=True, help="RGB image file or folder")
     p.add_argument("--trimap", type=Path, required=True, help="trimap file or folder (0/128/255, matched by stem)")
-    p.add_argument("--output", type=Path, required=True, help="alpha .png file (single image) or output folder")
+    p.add_argument("--output", type=Path, required=True,
+                   help="alpha .png file (single image), else a folder of <name>.png")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--tile-size", type=int, default=512, help="tile side in pixels")
@@ -101,26 +100,27 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.tile_size < 16 or not 0 <= args.overlap < args.tile_size:
         raise UserError(f"need --tile-size >= 16 and 0 <= --overlap < --tile-size, got {args.tile_size}/{args.overlap}")
     color = parse_color(args.composite_color)
-    pairs = _pairs(args.image, args.trimap)
-    single = not args.image.is_dir() and args.output.suffix.lower() in IMAGE_EXTENSIONS
+    jobs = resolve_jobs(args.image, args.output)
+    trimaps = _trimaps(args.image, args.trimap, jobs)
     device = resolve_device(args.device)
     generator, mean, std = load_generator(args.checkpoint, device)
-    written = []
-    for image_path, trimap_path in pairs:
-        image = read_image(image_path, dtype="float32")
+
+    def process(job: Job) -> list[Path]:
+        image = read_image(job.source, dtype="float32")
+        trimap_path = trimaps[job.source]
         trimap = read_trimap(trimap_path)
         if trimap.shape != image.shape[:2]:
             raise DataError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but "
-                            f"{image_path} is {image.shape[1]}x{image.shape[0]}")
+                            f"{job.source} is {image.shape[1]}x{image.shape[0]}")
         alpha = predict_alpha(generator, image, trimap, mean, std, device, args.tile_size, args.overlap,
                               args.precision)
-        out = args.output if single else args.output / f"{image_path.stem}.png"
-        written.append(save_image(out, alpha))
+        written = [save_image(job.target, alpha)]
         if not args.no_composite:
             preview = alpha[..., None] * image + (1 - alpha[..., None]) * color
-            written.append(save_image(out.with_name(f"{out.stem}_composite.png"), preview))
-        print(f"{image_path} -> {out}")
-    return written
+            written.append(save_image(job.target.with_name(f"{job.target.stem}_composite.png"), preview))
+        return written
+
+    return run_jobs(jobs, process)
 
 
 @cli_entry

@@ -14,6 +14,7 @@ from shared.amp import PRECISIONS
 from shared.device import DEVICE_CHOICES
 from shared.errors import ConfigError, cli_entry
 from shared.tracking import TRACKERS
+from shared.training import add_run_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override train.amp (default: bf16/fp16 from train.amp.dtype when use_amp=1, else fp32)")
     p.add_argument("--seed", type=int, default=None, help="override general.random_seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (bit-exact on CPU)")
-    p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from (e.g. latest.pth)")
     p.add_argument("--tracker", choices=TRACKERS, default="tensorboard", help="experiment tracker")
     p.add_argument("--epochs", type=int, default=None, help="override train.epoches")
     p.add_argument("--batch-size", type=int, default=None, help="override general.batch_size")
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", type=Path, default=None,
                    help="encoder weights (our checkpoint or a torchvision ResNet-50 state dict); else random init")
     p.add_argument("--max-grad-norm", type=float, default=0.0, help="clip gradients to this norm (0: off)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (saves latest)")
+    # --resume PATH|auto, --overwrite, --max-minutes, --max-steps (in total, resumed steps included).
+    add_run_arguments(p, folder_flag="--checkpoints-dir")
     return p
 
 
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--num-workers must be >= 0, got {args.num_workers}")
     opts = RunOptions(csv=args.csv, synthetic=args.synthetic, synthetic_size=args.synthetic_size,
                       device=args.device, precision=args.precision, deterministic=args.deterministic,
-                      resume=args.resume, tracker=args.tracker, num_workers=args.num_workers,
-                      pretrained=args.pretrained, max_grad_norm=args.max_grad_norm, max_steps=args.max_steps)
+                      resume=args.resume, overwrite=args.overwrite, tracker=args.tracker,
+                      num_workers=args.num_workers, pretrained=args.pretrained, max_grad_norm=args.max_grad_norm,
+                      max_minutes=args.max_minutes, max_steps=args.max_steps)
     return run_training(cfg, opts)
 
 

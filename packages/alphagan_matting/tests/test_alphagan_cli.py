@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,17 +61,31 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {f"{m}.{k}": v for m in ("generator", "discriminator") for k, v in state[m].items()}
 
 
+def _epoch_means(log_dir: Path, step: int) -> dict[str, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: e.value for tag in events.Tags()["scalars"] if tag.startswith("train_epoch/")
+            for e in events.Scalars(tag) if e.step == step}
+
+
 @pytest.mark.slow  # two more training runs; ~60 s on a busy 2-core machine
-def test_resume_mid_epoch_matches_uninterrupted(trained, tmp_path):
+def test_step_budget_stops_mid_epoch_and_resume_auto_matches_uninterrupted(trained, tmp_path):
     ck = tmp_path / "ck"
-    common = [*QUICK, "--checkpoints-dir", ck, "--log-dir", tmp_path / "tb"]
-    run("main.py", *common, "--max-steps", "3")  # stops after the first batch of epoch 2
-    assert load_checkpoint(ck / "latest.pth")["extra"] == {"batch_in_epoch": 1}
-    run("main.py", *common, "--resume", ck / "latest.pth")
+    common = [*QUICK, "--checkpoints-dir", ck, "--log-dir", tmp_path / "tb", "--resume", "auto"]
+    proc = run("main.py", *common, "--max-steps", "3")  # exits 0 after the first batch of epoch 2
+    assert "stopped by step budget (3 steps)" in proc.stderr
+    stopped = load_checkpoint(ck / "latest.pth")
+    assert (stopped["epoch"], stopped["global_step"], stopped["extra"]["batch_in_epoch"]) == (1, 3, 1)
+    run("main.py", *common)
     expected, got = _weights(trained / "ck" / "latest.pth"), _weights(ck / "latest.pth")
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), f"{key} differs after resume"
+    # The resumed epoch's means cover its batches from before the stop too.
+    means = _epoch_means(trained / "tb", 4)
+    assert set(means) >= {"train_epoch/loss_G", "train_epoch/loss_D"}
+    assert _epoch_means(tmp_path / "tb", 4) == means
 
 
 def _synthetic_pair(folder: Path, stem: str, h: int = 75, w: int = 101) -> tuple[Path, Path, Path]:
@@ -172,9 +187,9 @@ def test_sigterm_saves_latest_and_exits_75(tmp_path):
     assert state["global_step"] >= 1 and state["extra"]["batch_in_epoch"] >= 1
 
 
-def test_infer_folders_in_process(trained, tmp_path):
+def test_infer_folders_in_process(trained, tmp_path, capsys):
     from alphagan_matting.infer import main as infer_main
-    from shared.errors import DataError
+    from shared.errors import InputsFailed
 
     _synthetic_pair(tmp_path, "small", 40, 29)
     _synthetic_pair(tmp_path, "large", 90, 130)
@@ -185,7 +200,11 @@ def test_infer_folders_in_process(trained, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "large.png")).shape == (90, 130)
     assert np.asarray(Image.open(tmp_path / "out" / "small.png")).shape == (40, 29)
 
+    # One bad pair in a folder: reported and skipped, the rest written, the run fails at the end.
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "tri" / "small.png")
-    with pytest.raises(DataError, match=r"small\.png: trimap is 10x10 but .* is 29x40"):
+    with pytest.raises(InputsFailed, match=r"1 of 2 images failed \(small\.png\); 1 written") as info:
         infer_main(["--checkpoint", str(trained / "ck" / "latest.pth"), "--image", str(tmp_path / "img"),
                     "--trimap", str(tmp_path / "tri"), "--output", str(tmp_path / "out2")])
+    assert info.value.exit_status == 4
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["large.png", "large_composite.png"]
+    assert re.search(r"small\.png: trimap is 10x10 but .* is 29x40 \(skipped\)", capsys.readouterr().err)

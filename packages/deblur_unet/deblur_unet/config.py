@@ -37,6 +37,8 @@ class TrainConfig:
     num_workers: int = 2
     resume: str | None = None
     overwrite: bool = False
+    max_minutes: float | None = None
+    max_steps: int | None = None
     checkpoint_dir: str = "checkpoints"
     save_every: int = 10
     keep_last: int = 3
@@ -90,22 +92,27 @@ _HELP = {
     "seed": "seed for weights, data order, crops and augmentation",
     "deterministic": "deterministic kernels (bit-exact on CPU; slower on CUDA)",
     "num_workers": "DataLoader worker processes",
-    "resume": "checkpoint to resume from (e.g. checkpoints/latest.pth); continues exactly",
+    "resume": "checkpoint to resume from (e.g. checkpoints/latest.pth), continuing exactly; 'auto': "
+              "latest.pth in --checkpoint-dir if there is one, else start fresh (for restarted jobs)",
     "overwrite": "allow a fresh run to replace checkpoints already in --checkpoint-dir",
+    "max_minutes": "stop after this many minutes of training: save latest.pth, exit 0 (--resume continues)",
+    "max_steps": "stop after this many optimizer steps in all: save latest.pth, exit 0 (--resume continues)",
     "checkpoint_dir": "where latest.pth, best.pth and checkpoint_epoch_NNNN.pth go",
     "save_every": "periodic checkpoint every N epochs",
-    "keep_last": "periodic checkpoints kept (0 = all)",
+    "keep_last": "periodic checkpoints of this run kept (0 = all); other runs' files are never deleted",
     "output_dir": "run folder for sample grids (input | output | target) and TensorBoard/W&B files",
     "sample_every": "save a sample grid every N epochs; 0 = never",
     "tracker": "experiment tracker",
-    "mlruns_dir": "MLflow store folder (open with: mlflow ui --backend-store-uri ./mlruns)",
+    "mlruns_dir": "MLflow artifacts (models, sample grids); the runs go to mlflow.db in the folder above "
+                  "it (open with: mlflow ui --backend-store-uri sqlite:///mlflow.db); $MLFLOW_TRACKING_URI wins",
     "experiment": "MLflow experiment / W&B project name",
     "run_name": "tracker run name",
-    "log_model": "log the final best model with mlflow.pytorch.log_model",
+    "log_model": "log the model (deblur_model) with mlflow.pytorch.log_model at each new best val_loss",
     "max_steps_per_epoch": "cap on batches per epoch (quick checks); 0 = the whole dataset",
 }
 
 _CHOICES = {"device": DEVICE_CHOICES, "precision": PRECISIONS, "tracker": TRACKERS}
+_TYPES = {"max_minutes": float, "max_steps": int}  # no limit by default: None, whose type says nothing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif field.name in _CHOICES:
             parser.add_argument(flag, choices=_CHOICES[field.name], default=default, help=help_text)
         else:
-            kind = {"int": int, "float": float}.get(type(default).__name__, str)
+            kind = _TYPES.get(field.name) or {"int": int, "float": float}.get(type(default).__name__, str)
             parser.add_argument(flag, type=kind, default=default, help=help_text, metavar=field.name.upper())
     return parser
 

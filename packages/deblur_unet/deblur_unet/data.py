@@ -9,13 +9,13 @@ number of workers, and a resumed run sees exactly what an uninterrupted one woul
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from shared.errors import DataError
 from shared.images import pair_by_stem, read_image
@@ -79,6 +79,11 @@ def from_model_range(tensor: torch.Tensor) -> np.ndarray:
     """``(3, H, W)`` in [-1, 1] → ``(H, W, 3)`` uint8 (clipped, rounded)."""
     array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().byte()
     return array.permute(1, 2, 0).numpy()
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] (the model's range) → [0, 1], clamped so PSNR/SSIM see displayable values."""
+    return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 def random_crop(blur: np.ndarray, sharp: np.ndarray, size: int, rng: np.random.Generator) -> Pair:
@@ -253,39 +258,3 @@ class SyntheticDeblurDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         blur, sharp = self.sample(index)
         return to_model_range(blur), to_model_range(sharp)
-
-
-# --------------------------------------------------------------------------------------- sampler
-class EpochSampler(Sampler[int]):
-    """Shuffles with a generator seeded by ``(seed, epoch)``, shards across DDP ranks, and can skip.
-
-    One sampler for one process and for DDP: the permutation depends on ``(seed, epoch)`` only; rank
-    ``r`` of ``w`` takes every ``w``-th index (padded by wrap-around so all ranks step together).
-    ``start`` skips the first samples of this rank's share, which is how a run preempted mid-epoch
-    resumes on the exact next batch.
-    """
-
-    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.length, self.shuffle, self.seed = length, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def indices(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.length, generator=generator).tolist()
-        else:
-            order = list(range(self.length))
-        per_rank = math.ceil(self.length / self.world_size)
-        order = (order * math.ceil(per_rank * self.world_size / max(self.length, 1)))[: per_rank * self.world_size]
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.start :])
-
-    def __len__(self) -> int:
-        return max(0, math.ceil(self.length / self.world_size) - self.start)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,11 @@ import torch
 
 from deblur_unet.data import find_pairs
 from deblur_unet.inference import Deblurrer, OnnxDeblurrer, TilingOptions, load_model
-from deblur_unet.metrics import psnr, ssim
+from shared.cli import report_metrics
 from shared.device import DEVICE_CHOICES
 from shared.errors import DataError, cli_entry
 from shared.images import read_image, save_image
+from shared.metrics import psnr, ssim
 from shared.tiling import BLEND_MODES
 
 
@@ -27,42 +27,38 @@ def _unit(image: np.ndarray) -> torch.Tensor:
 def image_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """PSNR (dB, capped at 100 for identical images) and SSIM of two uint8 ``(H, W, 3)`` images."""
     p, t = _unit(prediction), _unit(target)
-    return {"psnr": float(psnr(p, t).clamp(max=100.0)[0]), "ssim": float(ssim(p, t)[0])}
+    return {"psnr": float(psnr(p, t)[0]), "ssim": float(ssim(p, t)[0])}
 
 
-def evaluate_pairs(engine, pairs, save_dir: Path | None = None) -> dict[str, Any]:
-    """Per-image and mean metrics of ``engine(blur)`` and of ``blur`` itself against ``sharp``."""
-    per_image = []
-    for blur_path, sharp_path in pairs:
+KEYS = ("psnr", "ssim", "input_psnr", "input_ssim")
+LABELS = {"psnr": "PSNR out", "ssim": "SSIM out", "input_psnr": "PSNR in", "input_ssim": "SSIM in"}
+
+
+def _names(pairs) -> list[str]:
+    """File names, or ``<sequence>/<name>`` when GoPro sequences repeat them (``000001.png`` in each)."""
+    names = [blur.name for blur, _ in pairs]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{blur.parent.parent.name}/{blur.name}" for blur, _ in pairs]
+
+
+def evaluate_pairs(engine, pairs,
+                   save_dir: Path | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean and per-image metrics of ``engine(blur)`` and of ``blur`` itself against ``sharp``."""
+    per_image = {}
+    for name, (blur_path, sharp_path) in zip(_names(pairs), pairs, strict=True):
         blur, sharp = read_image(blur_path), read_image(sharp_path)
         if blur.shape != sharp.shape:
             raise DataError(f"{blur_path}: size {blur.shape[1]}×{blur.shape[0]} differs from its sharp image "
                             f"{sharp_path} ({sharp.shape[1]}×{sharp.shape[0]})")
         output = engine(blur)
         if save_dir is not None:
-            save_image(save_dir / f"{blur_path.stem}.png", output)
+            save_image((save_dir / name).with_suffix(".png"), output)
         model_m, input_m = image_metrics(output, sharp), image_metrics(blur, sharp)
-        per_image.append({"name": blur_path.name, "psnr": model_m["psnr"], "ssim": model_m["ssim"],
-                          "input_psnr": input_m["psnr"], "input_ssim": input_m["ssim"]})
-    keys = ("psnr", "ssim", "input_psnr", "input_ssim")
-    mean = {k: float(np.mean([row[k] for row in per_image])) for k in keys}
-    return {"count": len(per_image), "mean": mean, "per_image": per_image}
-
-
-def format_table(results: dict[str, Any]) -> str:
-    rows = [("image", "PSNR in", "PSNR out", "SSIM in", "SSIM out")]
-    for r in results["per_image"]:
-        rows.append((r["name"], f"{r['input_psnr']:.2f}", f"{r['psnr']:.2f}", f"{r['input_ssim']:.4f}",
-                     f"{r['ssim']:.4f}"))
-    m = results["mean"]
-    rows.append((f"mean ({results['count']})", f"{m['input_psnr']:.2f}", f"{m['psnr']:.2f}",
-                 f"{m['input_ssim']:.4f}", f"{m['ssim']:.4f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=False)))
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.insert(len(lines) - 1, "-" * len(lines[0]))
-    return "\n".join(lines)
+        per_image[name] = {"psnr": model_m["psnr"], "ssim": model_m["ssim"],
+                           "input_psnr": input_m["psnr"], "input_ssim": input_m["ssim"]}
+    mean = {k: float(np.mean([row[k] for row in per_image.values()])) for k in KEYS}
+    return mean, per_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,14 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         engine: Any = OnnxDeblurrer(args.onnx, options)
     else:
         engine = Deblurrer(load_model(args.checkpoint, "cpu"), options, args.device)
-    results = evaluate_pairs(engine, pairs, Path(args.save_images) if args.save_images else None)
-    results["model"] = args.checkpoint or args.onnx
-    results["data_dir"] = str(args.data_dir)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
-    print(format_table(results))
-    print(f"wrote {output}")
+    mean, per_image = evaluate_pairs(engine, pairs, Path(args.save_images) if args.save_images else None)
+    report_metrics(args.output, mean, per_image, extra={"model": args.checkpoint or args.onnx,
+                                                        "data_dir": str(args.data_dir)},
+                   columns=("input_psnr", "psnr", "input_ssim", "ssim"), labels=LABELS)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ import torch
 from deblur_unet.data import from_model_range, to_model_range
 from deblur_unet.model import DeblurUNet
 from shared.checkpoint import CheckpointError, load_checkpoint
+from shared.cli import resolve_jobs, run_jobs
 from shared.device import DEVICE_CHOICES, resolve_device
 from shared.errors import ConfigError, DataError, cli_entry
-from shared.images import IMAGE_EXTENSIONS, list_images, read_image, save_image
+from shared.images import read_image, save_image
 from shared.tiling import BLEND_MODES, tiled_forward
 
 KIND = "deblur_unet"
@@ -213,36 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _jobs(input_path: Path, output: Path, recursive: bool) -> list[tuple[Path, Path]]:
-    if not input_path.exists():
-        raise DataError(f"{input_path}: input not found")
-    if input_path.is_file():
-        if output.suffix.lower() in IMAGE_EXTENSIONS:
-            return [(input_path, output)]
-        return [(input_path, output / f"{input_path.stem}.png")]
-    if output.suffix.lower() in IMAGE_EXTENSIONS:
-        raise ConfigError(f"{output}: the input {input_path} is a folder, so --output must be a folder")
-    files = list_images(input_path, recursive=recursive)
-    return [(f, (output / f.relative_to(input_path)).with_suffix(".png")) for f in files]
-
-
 def run(args: argparse.Namespace) -> list[Path]:
     options = TilingOptions(args.tile_size, args.overlap, args.batch_size, args.blend, args.margin)
     options.validate()
-    jobs = _jobs(Path(args.input), Path(args.output), args.recursive)
+    jobs = resolve_jobs(args.input, args.output, recursive=args.recursive)
     if args.onnx:
         engine: Any = OnnxDeblurrer(args.onnx, options)
     else:
         engine = Deblurrer(load_model(args.checkpoint, "cpu"), options, args.device, args.precision)
-    written = []
-    for source, target in jobs:
-        image = read_image(source)
-        start = time.perf_counter()
-        result = engine(image)
-        elapsed = time.perf_counter() - start
-        written.append(save_image(target, result))
-        print(f"{source} -> {target} ({image.shape[1]}×{image.shape[0]}, {elapsed:.2f} s)")
-    return written
+    return run_jobs(jobs, lambda job: [save_image(job.target, engine(read_image(job.source)))])
 
 
 @cli_entry

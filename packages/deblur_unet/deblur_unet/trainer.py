@@ -1,53 +1,44 @@
 """The training loop: patches in, Charbonnier loss, AdamW, early stopping, exact resume.
 
-Everything that can differ between an uninterrupted run and a resumed one is either in the
-checkpoint (weights, optimizer, AMP scaler, RNG streams, early-stopping counter, position inside a
-preempted epoch) or a pure function of ``(seed, epoch, index)`` (data order, crops, augmentation).
+The run's folder, resume, stops, saves and tracker are :class:`shared.training.TrainingRun`'s. What can
+differ between an uninterrupted run and a resumed one is either in the checkpoint (weights, optimizer,
+AMP scaler, RNG streams, early-stopping counter, position and running loss inside a stopped epoch) or a
+pure function of ``(seed, epoch, index)`` (data order, crops, augmentation).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from deblur_unet.config import TrainConfig
-from deblur_unet.data import DeblurDataset, EpochSampler, SyntheticDeblurDataset, split_pairs
+from deblur_unet.data import DeblurDataset, SyntheticDeblurDataset, split_pairs, to_unit_range
 from deblur_unet.losses import CharbonnierLoss
-from deblur_unet.metrics import psnr, ssim, to_unit_range
 from deblur_unet.model import DeblurUNet, count_parameters
-from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
-from shared.checkpoint import (
-    CheckpointManager,
-    load_checkpoint,
-    make_training_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from shared.amp import MixedPrecision, NonFiniteError
+from shared.checkpoint import CheckpointManager
 from shared.device import resolve_device
-from shared.distributed import (
-    DistInfo,
-    all_reduce_mean,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    wrap_ddp,
-)
-from shared.errors import ConfigError, DataError, unwrap_worker_error
+from shared.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, wrap_ddp
+from shared.errors import DataError, unwrap_worker_error
 from shared.images import read_image, read_image_size, save_image_grid
-from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.metrics import psnr, ssim
+from shared.sampler import EpochSampler
 from shared.seed import seed_everything, seed_worker
-from shared.tracking import Tracker, create_tracker
+from shared.tracking import default_mlflow_uri
+from shared.training import Budget, RunningMeans, TrainingRun
 
 KIND = "deblur_unet"
 SAMPLE_ROWS = 4
+MODEL_NAME = "deblur_model"
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -105,8 +96,7 @@ def validate(model: torch.nn.Module, loader: DataLoader, criterion, amp: MixedPr
         output = output.float()
         totals["val_loss"] += float(criterion(output, sharp)) * blur.shape[0]
         out01, sharp01 = to_unit_range(output), to_unit_range(sharp)
-        # Cap PSNR so one perfect image cannot make the mean infinite.
-        totals["psnr"] += float(psnr(out01, sharp01).clamp(max=100.0).sum())
+        totals["psnr"] += float(psnr(out01, sharp01).sum())
         totals["ssim"] += float(ssim(out01, sharp01).sum())
         count += blur.shape[0]
     model.train()
@@ -128,47 +118,44 @@ def save_samples(model, dataset: Dataset, path: Path, amp: MixedPrecision, devic
     return save_image_grid(path, rows)
 
 
-# ---------------------------------------------------------------------------------------- helpers
-def _open_tracker(cfg: TrainConfig) -> Tracker:
-    tracking_uri = None
-    if cfg.tracker == "mlflow":
-        # MLflow >= 3.x refuses a plain mlruns/ folder unless asked; the spec wants exactly that folder.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or Path(cfg.mlruns_dir).resolve().as_uri()
-    params = dict(asdict(cfg))
-    # The spec's parameter names, so runs compare with the original project's.
-    params.update(learning_rate=cfg.lr, num_epochs=cfg.epochs)
-    return create_tracker(cfg.tracker, run_dir=cfg.output_dir, project=cfg.experiment, run_name=cfg.run_name,
-                          config=params, tracking_uri=tracking_uri)
+# ---------------------------------------------------------------------------------------- MLflow
+def mlflow_store(cfg: TrainConfig) -> dict[str, Any]:
+    """Where MLflow writes: the runs in ``mlflow.db`` beside ``--mlruns-dir``, models and images inside it.
+
+    A database because MLflow 3 serves (``mlflow ui``) and loads models from a plain ``mlruns/`` file
+    store only with ``MLFLOW_ALLOW_FILE_STORE`` set. ``$MLFLOW_TRACKING_URI`` wins, with its own artifacts.
+    """
+    if cfg.tracker != "mlflow" or os.environ.get("MLFLOW_TRACKING_URI"):
+        return {}
+    artifacts = Path(cfg.mlruns_dir).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return {"tracking_uri": default_mlflow_uri(artifacts.parent), "artifact_location": artifacts}
 
 
-def _log_mlflow_model(tracker: Tracker, model: DeblurUNet, best_path: Path) -> None:
-    """Log the best weights with ``mlflow.pytorch.log_model`` (pickle format: any input size)."""
+def log_mlflow_model(model: DeblurUNet, step: int) -> None:
+    """Log ``model``'s weights as ``deblur_model`` (pickle format: any input size), with a signature."""
     import mlflow.pytorch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    model = DeblurUNet(**model.config())
-    if best_path.is_file():
-        model.load_state_dict(load_checkpoint(best_path)["state"]["model"])
+    copy = DeblurUNet(**model.config()).eval()  # on the CPU, whatever trains
+    copy.load_state_dict(model.state_dict())
+    # Not inferred from the example, which would pin every image to its 64×64.
+    images = Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))])
+    example = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
     mlflow.pytorch.log_model(
-        model.eval(), name="deblur_model", serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "deblur_unet"],
+        copy, name=MODEL_NAME, signature=ModelSignature(images, images), input_example=example, step=step,
+        serialization_format="pickle", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "deblur_unet"],
     )
-
-
-def _check_fresh_run(cfg: TrainConfig, manager: CheckpointManager) -> None:
-    if cfg.resume or cfg.overwrite:
-        return
-    if manager.latest_path.exists():
-        raise ConfigError(f"{manager.latest_path} already exists; continue it with --resume "
-                          f"{manager.latest_path}, or pass --overwrite, or choose another --checkpoint-dir")
 
 
 # ------------------------------------------------------------------------------------------- main
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train per ``cfg``; returns a summary.
 
-    Exits with ``EXIT_PREEMPTED`` after a SIGTERM/SIGINT save; raises :class:`NonFiniteError` (exit
-    status 3 through ``cli_entry``) when training diverges, after saving the last good state.
+    Exits with ``EXIT_PREEMPTED`` after a SIGTERM/SIGINT save, and with 0 after a ``--max-minutes`` /
+    ``--max-steps`` save; raises :class:`NonFiniteError` (exit status 3 through ``cli_entry``) when
+    training diverges, after saving the last good state.
     """
     cfg.validate()
     info = init_distributed(device=cfg.device)
@@ -183,7 +170,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     seed_everything(cfg.seed, cfg.deterministic)
     manager = CheckpointManager(cfg.checkpoint_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
                                 monitor="val_loss", mode="min")
-    _check_fresh_run(cfg, manager)
+    run = TrainingRun(KIND, manager, resume=cfg.resume, overwrite=cfg.overwrite,
+                      budget=Budget(cfg.max_minutes, cfg.max_steps))
     train_set, val_set = build_datasets(cfg)
 
     model = DeblurUNet(base_ch=cfg.base_ch, residual=cfg.residual).to(device)
@@ -192,115 +180,93 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     criterion = CharbonnierLoss(cfg.charbonnier_eps)
     objects = {"model": model, "optimizer": optimizer, "amp": amp}
 
-    start_epoch, global_step, no_improve, resume_step, resume_loss = 0, 0, 0, 0, 0.0
-    if cfg.resume:
-        state = load_checkpoint(cfg.resume)
-        resumed = restore_training_state(state, objects, kind=KIND, source=cfg.resume)
+    start_epoch, global_step, no_improve, resume_step = 0, 0, 0, 0
+    means = RunningMeans()
+    if run.resuming:
+        resumed = run.restore(objects)
         start_epoch, global_step = resumed.epoch, resumed.global_step
-        manager.best_metric = resumed.best_metric
         no_improve = int(resumed.extra.get("epochs_no_improve", 0))
         resume_step = int(resumed.extra.get("epoch_step", 0))
-        resume_loss = float(resumed.extra.get("epoch_loss_sum", 0.0))
+        means.load_state_dict(resumed.extra.get("running", {}))
         if info.is_main:
             where = f" (step {resume_step} of epoch {start_epoch + 1})" if resume_step else ""
-            print(f"resumed from {cfg.resume}: {start_epoch} epochs done{where}", file=sys.stderr)
+            print(f"resumed from {run.resume_path}: {start_epoch} epochs done{where}", file=sys.stderr)
+
+    def state(epoch: int, **extra) -> dict[str, Any]:
+        return run.state(epoch=epoch, global_step=global_step, objects=objects, config=asdict(cfg),
+                         extra={"epochs_no_improve": no_improve, "model_config": model.config(), **extra})
 
     ddp_model = wrap_ddp(model, device)
-    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed, rank=info.rank,
-                                 world_size=info.world_size)
-    val_sampler = EpochSampler(len(val_set), shuffle=False, rank=info.rank, world_size=info.world_size)
+    train_sampler = EpochSampler(len(train_set), shuffle=True, seed=cfg.seed)
+    val_sampler = EpochSampler(len(val_set), shuffle=False)
     train_loader = _loader(train_set, train_sampler, cfg.batch_size, cfg, device)
     val_batch = cfg.batch_size if (cfg.synthetic or cfg.val_patch_size) else 1
     val_loader = _loader(val_set, val_sampler, val_batch, cfg, device)
 
-    tracker = _open_tracker(cfg)
+    # The spec's parameter names too, so runs compare with the original project's.
+    params = {**asdict(cfg), "learning_rate": cfg.lr, "num_epochs": cfg.epochs}
+    tracker = run.open_tracker(cfg.tracker, cfg.output_dir, project=cfg.experiment, run_name=cfg.run_name,
+                               config=params, **mlflow_store(cfg))
     if info.is_main:
         print(f"DeblurUNet(base_ch={cfg.base_ch}): {count_parameters(model) / 1e6:.2f}M parameters on {device}; "
               f"{len(train_set)} train / {len(val_set)} val samples", file=sys.stderr)
-    samples_dir = Path(cfg.output_dir) / "samples"
-    summary: dict[str, Any] = {"preempted": False, "early_stopped": False, "epochs_done": start_epoch}
+    summary: dict[str, Any] = {"early_stopped": False, "epochs_done": start_epoch}
     metrics: dict[str, float] = {}
-    try:
-        with GracefulStop() as stop:
-            for epoch in range(start_epoch, cfg.epochs):
-                skip = resume_step if epoch == start_epoch else 0
-                train_set.set_epoch(epoch)
-                train_sampler.set_epoch(epoch, start=skip * cfg.batch_size)
-                loss_sum = resume_loss if epoch == start_epoch else 0.0
-                steps = skip
-                limit = cfg.max_steps_per_epoch or math.ceil(len(train_sampler.indices()) / cfg.batch_size)
-                bar = tqdm(total=limit, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           disable=not info.is_main, dynamic_ncols=True, file=sys.stderr)
-                try:
-                    for blur, sharp in train_loader:
-                        blur = blur.to(device, non_blocking=True)
-                        sharp = sharp.to(device, non_blocking=True)
-                        with amp.autocast():
-                            loss = criterion(ddp_model(blur), sharp)
-                        result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.grad_clip or None)
-                        global_step += int(result.stepped)
-                        loss_sum += float(loss.detach())
-                        steps += 1
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
-                        if stop.should_stop():
-                            state = make_training_state(
-                                kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
-                                best_metric=manager.best_metric, config=asdict(cfg),
-                                extra={"epochs_no_improve": no_improve, "epoch_step": steps,
-                                       "epoch_loss_sum": loss_sum, "model_config": model.config()})
-                            # Not manager.save: a partial epoch must not count as a periodic or best one.
-                            if info.is_main:
-                                save_checkpoint(manager.latest_path, {**state, "best_metric": manager.best_metric})
-                                print(f"saved {manager.latest_path} at step {steps} of epoch {epoch + 1}; "
-                                      f"resume with --resume {manager.latest_path}", file=sys.stderr)
-                            # Other ranks leaving first would make torchrun kill rank 0 mid-write.
-                            barrier()
-                            summary["preempted"] = True
-                            raise SystemExit(EXIT_PREEMPTED)
-                        if steps >= limit:
-                            break
-                except DataError as exc:
-                    raise unwrap_worker_error(exc) from None
-                except NonFiniteError as exc:
-                    # Resumable at this batch, like a preempted run; the skipped steps changed no weights.
-                    state = make_training_state(
-                        kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
-                        best_metric=manager.best_metric, config=asdict(cfg),
-                        extra={"epochs_no_improve": no_improve, "epoch_step": steps,
-                               "epoch_loss_sum": loss_sum, "model_config": model.config()})
-                    raise diverged(exc, state, manager.latest_path) from None
-                finally:
-                    bar.close()
+    with run:
+        for epoch in range(start_epoch, cfg.epochs):
+            steps = resume_step if epoch == start_epoch else 0
+            train_set.set_epoch(epoch)
+            train_sampler.set_epoch(epoch, start=steps * cfg.batch_size)
+            batches = train_sampler.batches_per_epoch(cfg.batch_size)
+            limit = min(cfg.max_steps_per_epoch or batches, batches)
+            bar = tqdm(total=limit, initial=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not info.is_main, dynamic_ncols=True, file=sys.stderr)
+            try:
+                for blur, sharp in islice(train_loader, max(0, limit - steps)):
+                    blur = blur.to(device, non_blocking=True)
+                    sharp = sharp.to(device, non_blocking=True)
+                    with amp.autocast():
+                        loss = criterion(ddp_model(blur), sharp)
+                    result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.grad_clip or None)
+                    steps += 1
+                    if result.stepped:
+                        global_step += 1
+                        means.add({"train_loss": float(loss.detach())})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{means.local().get('train_loss', float('nan')):.4f}")
+                    if run.should_stop(global_step):
+                        run.stop_and_exit(state(epoch, epoch_step=steps, running=means.state_dict()),
+                                          f"at step {steps} of epoch {epoch + 1}")
+            except DataError as exc:
+                raise unwrap_worker_error(exc) from None
+            except NonFiniteError as exc:
+                # Resumable at this batch, like a stopped run; the skipped steps changed no weights.
+                raise run.diverged(exc, state(epoch, epoch_step=steps, running=means.state_dict())) from None
+            finally:
+                bar.close()
 
-                train_loss = all_reduce_mean(loss_sum / max(steps, 1))
-                metrics = {"train_loss": train_loss, **validate(ddp_model, val_loader, criterion, amp, device)}
-                improved = manager.is_better(metrics["val_loss"])
-                no_improve = 0 if improved else no_improve + 1
-                tracker.log_metrics(metrics, step=epoch + 1)
+            # train_loss is absent from an epoch none of whose steps went through.
+            metrics = {**means.reduced(), **validate(ddp_model, val_loader, criterion, amp, device)}
+            means = RunningMeans()
+            improved = manager.is_better(metrics["val_loss"])
+            no_improve = 0 if improved else no_improve + 1
+            tracker.log_metrics({**metrics, "epoch": epoch + 1}, step=global_step)
+            if info.is_main:
+                tqdm.write(f"epoch {epoch + 1}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                           + ("  *best*" if improved else ""), file=sys.stderr)
+                if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
+                    grid = save_samples(model, val_set, Path(cfg.output_dir) / "samples" / f"epoch_{epoch + 1:04d}.png",
+                                        amp, device)
+                    tracker.log_image("samples", read_image(grid), step=global_step)
+            run.end_epoch(state(epoch + 1, metrics=metrics), epoch + 1, metrics["val_loss"])
+            # At every new best, so that a run stopped at any point has its best model in MLflow.
+            if improved and cfg.log_model and tracker.backend == "mlflow":
+                log_mlflow_model(model, global_step)
+            summary["epochs_done"] = epoch + 1
+            if cfg.patience and no_improve >= cfg.patience:
                 if info.is_main:
-                    tqdm.write(f"epoch {epoch + 1}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                               + ("  *best*" if improved else ""), file=sys.stderr)
-                    if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
-                        grid = save_samples(model, val_set, samples_dir / f"epoch_{epoch + 1:04d}.png", amp, device)
-                        tracker.log_image("samples", read_image(grid), step=epoch + 1)
-                state = make_training_state(
-                    kind=KIND, epoch=epoch + 1, global_step=global_step, objects=objects,
-                    best_metric=manager.best_metric, config=asdict(cfg),
-                    extra={"epochs_no_improve": no_improve, "model_config": model.config(), "metrics": metrics})
-                ensure_finite(state, f"the end of epoch {epoch + 1}", manager.latest_path)
-                manager.save(state, epoch + 1, metric=metrics["val_loss"])
-                barrier()
-                summary["epochs_done"] = epoch + 1
-                if cfg.patience and no_improve >= cfg.patience:
-                    if info.is_main:
-                        print(f"early stopping: val_loss has not improved for {no_improve} epochs", file=sys.stderr)
-                    summary["early_stopped"] = True
-                    break
-        if tracker.backend == "mlflow" and cfg.log_model and info.is_main:
-            _log_mlflow_model(tracker, model, manager.best_path)
-    finally:
-        tracker.finish()
+                    print(f"early stopping: val_loss has not improved for {no_improve} epochs", file=sys.stderr)
+                summary["early_stopped"] = True
+                break
     summary.update(best_val_loss=manager.best_metric, last_metrics=metrics, global_step=global_step)
     return summary
-

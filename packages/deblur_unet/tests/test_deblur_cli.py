@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,30 +22,52 @@ TINY = ["--synthetic", "--synthetic-samples", "4", "--batch-size", "2", "--patch
 
 
 def _env() -> dict:
-    # One thread per process: the suite runs beside other jobs on two cores.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONWARNINGS": "ignore"}
+    # One thread per process: the suite runs beside other jobs on two cores. No MLflow settings: the runs
+    # must work (and their models load) with the default store alone.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_ALLOW_FILE_STORE", "MLFLOW_TRACKING_URI")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def run_script(script: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, script, *map(str, args)], cwd=PKG, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+def _command(script: str, *args) -> list[str]:
+    return [sys.executable, str(PKG / script), *map(str, args)]
+
+
+def run_script(script: str, *args, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run one of the package's scripts in ``cwd``, by default a fresh empty folder: never in the package
+    folder, where a user's checkpoints/, mlruns/ or mlflow.db would change what a run does."""
+    with tempfile.TemporaryDirectory() as scratch:
+        proc = subprocess.run(_command(script, *args), cwd=cwd or scratch, env=_env(), capture_output=True,
+                              text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def _train(tmp: Path, *extra) -> subprocess.CompletedProcess:
-    return run_script("train.py", *TINY, "--checkpoint-dir", tmp / "ckpt", "--output-dir", tmp / "out",
-                      "--mlruns-dir", tmp / "mlruns", *extra)
+def _train(tmp: Path, *extra, check: bool = True) -> subprocess.CompletedProcess:
+    """Train in ``tmp`` as the README does from the package folder: MLflow's defaults land in ``tmp``."""
+    return run_script("train.py", *TINY, "--checkpoint-dir", tmp / "ckpt", "--output-dir", tmp / "out", *extra,
+                      check=check, cwd=tmp)
 
 
 def _weights(path: Path) -> dict:
     return load_checkpoint(path)["state"]["model"]
 
 
+def _mlflow(folder: Path):
+    """A client of the database a run in ``folder`` writes by default, and that run's experiment id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("deblur_unet").experiment_id
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """Two synthetic epochs with the default tracker (MLflow) into a temporary mlruns/."""
+    """Two synthetic epochs with the default tracker (MLflow), run in a temporary folder."""
     tmp = tmp_path_factory.mktemp("trained")
     _train(tmp, "--epochs", "2")
     return tmp
@@ -53,25 +78,90 @@ def test_train_writes_checkpoints_samples_and_mlflow_run(trained):
     assert sorted(p.name for p in (trained / "out" / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     state = load_checkpoint(trained / "ckpt" / "latest.pth")
     assert state["kind"] == "deblur_unet" and state["epoch"] == 2
-    runs = [p for p in (trained / "mlruns").glob("*/*") if (p / "metrics").is_dir()]
-    assert len(runs) == 1
-    metrics = {p.name for p in (runs[0] / "metrics").iterdir()}
-    assert {"train_loss", "val_loss", "psnr", "ssim"} <= metrics
-    lines = (runs[0] / "metrics" / "val_loss").read_text().split("\n")
-    assert len([line for line in lines if line.strip()]) == 2
-    params = {p.name for p in (runs[0] / "params").iterdir()}
-    assert {"batch_size", "learning_rate", "num_epochs", "patience"} <= params
-    logged = list((trained / "mlruns").rglob("MLmodel"))
-    assert logged, "mlflow.pytorch.log_model wrote no model"
+    client, experiment = _mlflow(trained)
+    [run] = client.search_runs([experiment])
+    assert run.info.status == "FINISHED"
+    assert {"train_loss", "val_loss", "psnr", "ssim", "epoch"} <= set(run.data.metrics)
+    # Every metric at the optimizer step (2 per epoch here).
+    assert _history(client, run.info.run_id, "epoch") == [(2, 1.0), (4, 2.0)]
+    assert [step for step, _ in _history(client, run.info.run_id, "val_loss")] == [2, 4]
+    assert {"batch_size", "learning_rate", "num_epochs", "patience"} <= set(run.data.params)
+    assert (trained / "mlruns" / run.info.run_id / "artifacts" / "images").is_dir()
 
 
-def test_resume_continues_exactly(trained, tmp_path):
-    _train(tmp_path, "--epochs", "1", "--tracker", "none")
-    _train(tmp_path, "--epochs", "2", "--tracker", "none", "--resume", tmp_path / "ckpt" / "latest.pth")
-    straight, resumed = _weights(trained / "ckpt" / "latest.pth"), _weights(tmp_path / "ckpt" / "latest.pth")
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+def test_mlflow_model_is_logged_at_each_best_and_loads(trained, monkeypatch):
+    import mlflow
+    import mlflow.pytorch
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # loads from the database alone
+    client, experiment = _mlflow(trained)
+    [run] = client.search_runs([experiment])
+    val_loss = _history(client, run.info.run_id, "val_loss")
+    bests = [step for i, (step, value) in enumerate(val_loss) if all(value < v for _, v in val_loss[:i])]
+    mlflow.set_tracking_uri(f"sqlite:///{trained / 'mlflow.db'}")
+    models = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+    assert models and all(m.name == "deblur_model" and m.source_run_id == run.info.run_id for m in models)
+    # One model per new best val_loss, at that epoch's step.
+    assert sorted(output.step for output in run.outputs.model_outputs) == bests
+    newest = max(run.outputs.model_outputs, key=lambda output: output.step)
+    model = mlflow.pytorch.load_model(f"models:/{newest.model_id}")
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 48, 40)).shape == (1, 3, 48, 40)
+    signature = mlflow.models.get_model_info(f"models:/{newest.model_id}").signature
+    assert signature is not None and signature.inputs.inputs[0].shape == (-1, 3, -1, -1)
+    # The newest model is the best checkpoint's.
+    best = _weights(trained / "ckpt" / "best.pth")
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+
+
+def test_budget_stop_mid_epoch_then_resume_auto_continues_exactly(trained, tmp_path):
+    # 2 steps per epoch: the third stops after the first batch of epoch 2. No latest.pth yet: a fresh start.
+    proc = _train(tmp_path, "--epochs", "2", "--tracker", "none", "--resume", "auto", "--max-steps", "3")
+    assert "--resume auto: no " in proc.stderr and "stopped by step budget (3 steps)" in proc.stderr
+    stopped = load_checkpoint(tmp_path / "ckpt" / "latest.pth")
+    assert (stopped["epoch"], stopped["global_step"], stopped["extra"]["epoch_step"]) == (1, 3, 1)
+    proc = _train(tmp_path, "--epochs", "2", "--tracker", "none", "--resume", "auto")
+    assert f"--resume auto: resuming {tmp_path / 'ckpt' / 'latest.pth'}" in proc.stderr
+    straight = load_checkpoint(trained / "ckpt" / "latest.pth")
+    resumed = load_checkpoint(tmp_path / "ckpt" / "latest.pth")
+    assert straight["state"]["model"].keys() == resumed["state"]["model"].keys()
+    for key, value in straight["state"]["model"].items():
+        assert torch.equal(value, resumed["state"]["model"][key]), key
+    # The epoch's mean loss carried over the stop: both steps of epoch 2, not only the one after it.
+    assert resumed["extra"]["metrics"]["train_loss"] == straight["extra"]["metrics"]["train_loss"]
+
+
+def test_sigterm_marks_the_mlflow_run_killed_and_resume_continues_it(tmp_path):
+    args = [*TINY, "--checkpoint-dir", tmp_path / "ckpt", "--output-dir", tmp_path / "out", "--sample-every", "0"]
+    proc = subprocess.Popen(_command("train.py", *args, "--epochs", "1000"), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "ckpt" / "latest.pth").exists():  # an epoch done: training is under way
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, err
+    client, experiment = _mlflow(tmp_path)
+    [killed] = client.search_runs([experiment])
+    assert killed.info.status == "KILLED"
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert mlflow.search_logged_models(experiment_ids=[experiment], output_format="list"), "no best model yet"
+
+    epochs = load_checkpoint(tmp_path / "ckpt" / "latest.pth")["epoch"] + 1  # finish the stopped epoch
+    _train(tmp_path, "--sample-every", "0", "--epochs", epochs, "--resume", "auto")
+    [run] = client.search_runs([experiment])
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    history = _history(client, run.info.run_id, "epoch")
+    assert [value for _, value in history] == list(range(1, epochs + 1))
+    assert len({step for step, _ in history}) == epochs
+    assert len(_history(client, run.info.run_id, "val_loss")) == epochs
 
 
 def test_fresh_run_refuses_to_overwrite_checkpoints(trained):
@@ -100,6 +190,22 @@ def test_inference_cli_file_and_folder_keep_size(trained, tmp_path):
     assert Image.open(tmp_path / "single.png").size == (141, 67)
 
 
+def test_inference_cli_folder_with_a_corrupt_file_writes_the_rest_and_fails(trained, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    bad = folder / "b.png"
+    bad.write_bytes(bad.read_bytes()[:300])
+    proc = run_script("inference.py", "--checkpoint", trained / "ckpt" / "best.pth", "--input", folder, "--output",
+                      tmp_path / "out", "--tile-size", "32", "--overlap", "8", "--device", "cpu", check=False)
+    assert proc.returncode == 4, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    assert f"error: {bad}: unreadable or truncated image" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: 1 of 3 images failed (b.png); 2 written"
+
+
 def test_evaluate_cli_writes_json_and_table(trained, tmp_path):
     rng = np.random.default_rng(0)
     for sub in ("blur", "sharp"):
@@ -112,6 +218,7 @@ def test_evaluate_cli_writes_json_and_table(trained, tmp_path):
                       "--output", tmp_path / "m.json", "--tile-size", "32", "--overlap", "8")
     results = json.loads((tmp_path / "m.json").read_text())
     assert results["count"] == 2 and {"psnr", "ssim", "input_psnr", "input_ssim"} <= set(results["mean"])
+    assert set(results["per_image"]) == {"a.png", "b.png"}
     assert "PSNR out" in proc.stdout and "mean (2)" in proc.stdout
 
 
@@ -163,7 +270,7 @@ def test_bad_training_inputs_give_one_line_errors(tmp_path, capsys, setup, args,
 
 
 def test_bad_inputs_message_through_subprocess(tmp_path):
-    proc = run_script("train.py", "--data-dir", tmp_path / "nope", "--tracker", "none", check=False)
+    proc = run_script("train.py", "--data-dir", tmp_path / "nope", "--tracker", "none", check=False, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: data folder not found"]
     bad = tmp_path / "bad.pth"
@@ -188,16 +295,13 @@ def test_inference_cli_large_and_odd_images_on_cpu(trained, tmp_path, size):
 
 @pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resume_matches(tmp_path):
-    import signal
-    import time
-
     args = [*TINY, "--synthetic-samples", "16", "--epochs", "2", "--tracker", "none", "--sample-every", "0",
             "--deterministic"]
     straight = tmp_path / "straight"
     run_script("train.py", *args, "--checkpoint-dir", straight, "--output-dir", straight)
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "train.py", *args, "--checkpoint-dir", stopped, "--output-dir", stopped],
-                            cwd=PKG, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_command("train.py", *args, "--checkpoint-dir", stopped, "--output-dir", stopped),
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (stopped / "latest.pth").exists():  # first epoch done: stop somewhere in the second
         assert proc.poll() is None and time.time() < deadline

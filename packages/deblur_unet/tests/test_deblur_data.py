@@ -1,4 +1,4 @@
-"""Datasets: layouts, crops before batching, synchronised augmentation, synthetic pairs, sampler."""
+"""Datasets: layouts, crops before batching, synchronised augmentation, synthetic pairs."""
 
 from pathlib import Path
 
@@ -9,7 +9,6 @@ from PIL import Image
 
 from deblur_unet.data import (
     DeblurDataset,
-    EpochSampler,
     SyntheticDeblurDataset,
     augment,
     find_pairs,
@@ -160,20 +159,3 @@ def test_synthetic_pairs_are_blurred_versions_and_deterministic():
     v0 = val[0][0]
     val.set_epoch(5)
     assert torch.equal(val[0][0], v0)
-
-
-def test_epoch_sampler_is_seeded_sharded_and_skippable():
-    s = EpochSampler(10, seed=1)
-    s.set_epoch(0)
-    e0 = list(s)
-    assert sorted(e0) == list(range(10))
-    s.set_epoch(1)
-    assert list(s) != e0
-    s.set_epoch(0, start=4)
-    assert list(s) == e0[4:] and len(s) == 6
-    ranks = [EpochSampler(10, seed=1, rank=r, world_size=3) for r in range(3)]
-    for r in ranks:
-        r.set_epoch(0)
-    shards = [list(r) for r in ranks]
-    assert all(len(x) == 4 for x in shards)
-    assert set().union(*shards) == set(range(10))

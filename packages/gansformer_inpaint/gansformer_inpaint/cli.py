@@ -10,13 +10,15 @@ from gansformer_inpaint.config import Config
 from shared.device import DEVICE_CHOICES
 from shared.errors import cli_entry
 from shared.tracking import TRACKERS
+from shared.training import add_run_arguments
 
 DEFAULTS = Config()
 
 
 def train_parser() -> argparse.ArgumentParser:
+    # "resolve": this trainer's --max-steps (default 0) predates the scaffold's and replaces it below.
     p = argparse.ArgumentParser(description="Train GANsformer face inpainting.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
     p.add_argument("--epochs", type=int, default=DEFAULTS.num_epochs, help="number of training epochs")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="batch size per process")
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="learning rate (G; D gets lr*d-lr-ratio)")
@@ -26,7 +28,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=DEFAULTS.precision, choices=("fp32", "fp16", "bf16"),
                    help="autocast precision (AMP)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data loading workers")
-    p.add_argument("--resume", default=None, help="checkpoint to resume from (latest.pth or checkpoint_<step>.pt)")
+    p.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="checkpoint to resume from (latest.pth or checkpoint_<step>.pt); 'auto': latest.pth of "
+                        "--checkpoint-dir, else its newest checkpoint_<step>.pt, else start fresh")
+    add_run_arguments(p, resume=False)
     p.add_argument("--wandb", dest="wandb", action="store_true", default=True, help="log to Weights & Biases")
     p.add_argument("--no-wandb", dest="wandb", action="store_false", help="disable W&B logging")
     p.add_argument("--tracker", default=None, choices=TRACKERS,
@@ -35,6 +40,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-entity", default=None, help="W&B entity (user or team)")
     p.add_argument("--wandb-name", default=None, help="run name")
     p.add_argument("--save-interval", type=int, default=DEFAULTS.save_interval, help="steps between checkpoints")
+    p.add_argument("--keep-last", type=int, default=DEFAULTS.keep_last,
+                   help="keep only this run's newest N checkpoint_<step>.pt (0: keep all)")
     p.add_argument("--sample-interval", type=int, default=DEFAULTS.sample_interval, help="epochs between sample grids")
     p.add_argument("--log-interval", type=int, default=DEFAULTS.log_interval, help="steps between metric logs")
     p.add_argument("--checkpoint-dir", default=DEFAULTS.checkpoint_dir,
@@ -73,8 +80,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_grad_norm=args.max_grad_norm, precision=args.precision, data_root=args.data_root, workers=args.workers,
         synthetic=args.synthetic, synthetic_size=args.synthetic_size, seed=args.seed,
         deterministic=args.deterministic, device=args.device, checkpoint_dir=args.checkpoint_dir,
-        save_interval=args.save_interval, sample_interval=args.sample_interval, log_interval=args.log_interval,
-        max_steps=args.max_steps,
+        save_interval=args.save_interval, keep_last=args.keep_last, sample_interval=args.sample_interval,
+        log_interval=args.log_interval, max_steps=args.max_steps,
     ).validate()
 
 
@@ -92,7 +99,7 @@ def train_main(argv: Sequence[str] | None = None) -> dict:
     args = train_parser().parse_args(argv)
     cfg = config_from_args(args)
     tracker = TrackerOptions(tracker_backend(args), args.wandb_project, args.wandb_entity, args.wandb_name)
-    return Trainer(cfg, tracker, resume=args.resume).fit()
+    return Trainer(cfg, tracker, resume=args.resume, overwrite=args.overwrite, max_minutes=args.max_minutes).fit()
 
 
 def infer_parser() -> argparse.ArgumentParser:

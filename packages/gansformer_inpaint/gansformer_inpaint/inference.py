@@ -13,7 +13,6 @@ Two modes:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from gansformer_inpaint.dataloader.loader import SUPPORTED_EXTENSIONS, check_fol
 from gansformer_inpaint.dataloader.masks import resize_mask
 from gansformer_inpaint.models import Generator, compose
 from shared.checkpoint import CheckpointError, load_checkpoint
+from shared.cli import Job, resolve_jobs, run_jobs
 from shared.device import resolve_device
 from shared.errors import DataError
 from shared.images import pair_by_stem, read_image, save_image, to_tensor
@@ -80,41 +80,38 @@ def inpaint(gen: Generator, image: torch.Tensor, mask: torch.Tensor, mode: str =
     return torch.where(mask.to(device).bool().expand_as(result), result.clamp(0, 1), image.to(device)).cpu()
 
 
-def _pairs(image: Path, mask: Path) -> list[tuple[Path, Path]]:
+def _masks(image: Path, mask: Path) -> dict[Path, Path]:
+    """Each image's mask: folders paired by stem (an unpaired file stops the run before any work)."""
     if image.is_dir() != mask.is_dir() and mask.exists():
         raise DataError(f"{mask}: --image and --mask must both be files or both be folders")
     if image.is_dir():
         check_folder_formats(image)
         check_folder_formats(mask)
-        return pair_by_stem(image, mask, SUPPORTED_EXTENSIONS)
+        return dict(pair_by_stem(image, mask, SUPPORTED_EXTENSIONS))
     for path in (image, mask):
         if not path.is_file():
             raise DataError(f"{path}: file not found")
         if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
             raise DataError(f"{path}: unsupported image format '{path.suffix}'; use one of "
                             f"{', '.join(SUPPORTED_EXTENSIONS)}")
-    return [(image, mask)]
+    return {image: mask}
 
 
 def run_inference(checkpoint: str, image: str, mask: str, output: str, mode: str = "resize", overlap: int = 64,
                   device: str = "auto") -> list[Path]:
     """File or folder in, PNG(s) out at full resolution; returns the written paths."""
-    image_p, mask_p, out_p = Path(image), Path(mask), Path(output)
-    if not image_p.exists():
-        raise DataError(f"{image_p}: not found")
-    pairs = _pairs(image_p, mask_p)
-    dev = resolve_device(device)
-    gen, _ = load_generator(checkpoint, dev)
-    written = []
-    single = not image_p.is_dir() and out_p.suffix.lower() in SUPPORTED_EXTENSIONS
-    for img_path, mask_path in pairs:
-        img = to_tensor(read_image(img_path))
+    image_p = Path(image)
+    jobs = resolve_jobs(image_p, output, extensions=SUPPORTED_EXTENSIONS)
+    masks = _masks(image_p, Path(mask))
+    gen, _ = load_generator(checkpoint, resolve_device(device))
+
+    def process(job: Job) -> list[Path]:
+        img = to_tensor(read_image(job.source))
+        mask_path = masks[job.source]
         m = read_mask(mask_path)
         if m.shape[-2:] != img.shape[-2:]:
-            raise DataError(f"{mask_path}: mask is {m.shape[-1]}x{m.shape[-2]} but image {img_path} is "
+            raise DataError(f"{mask_path}: mask is {m.shape[-1]}x{m.shape[-2]} but image {job.source} is "
                             f"{img.shape[-1]}x{img.shape[-2]}")
-        result = inpaint(gen, img, m, mode)
-        target = out_p if single else out_p / f"{img_path.stem}.png"
-        written.append(save_image(target, result))
-        print(f"{img_path} -> {target}", file=sys.stderr)
-    return written
+        return [save_image(job.target, inpaint(gen, img, m, mode, overlap))]
+
+    return run_jobs(jobs, process)

@@ -1,4 +1,4 @@
-"""Dataset pairing, mask derivation, synthetic data, sampler, and every bad input's one-line error."""
+"""Dataset pairing, mask derivation, synthetic data, and every bad input's one-line error."""
 
 from pathlib import Path
 
@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from gansformer_inpaint.dataloader import (
-    EpochSampler,
     InpaintingDataset,
     SyntheticInpaintingDataset,
     derive_mask,
@@ -96,16 +95,6 @@ def test_synthetic_is_deterministic_and_masks_change_per_epoch():
 def test_random_mask_coverage():
     fractions = [random_mask(64, np.random.default_rng(i)).mean() for i in range(20)]
     assert all(0 < f <= 0.75 for f in fractions)
-
-
-def test_epoch_sampler_resume_and_shards():
-    full = list(EpochSampler(10, seed=3, epoch=2, batch_size=3))
-    assert sorted(full) == list(range(10))
-    assert list(EpochSampler(10, seed=3, epoch=2, batch_size=3, start_batch=2)) == full[6:]
-    assert full != list(EpochSampler(10, seed=3, epoch=3, batch_size=3))
-    r0 = list(EpochSampler(10, 3, 2, 3, rank=0, world_size=2))
-    r1 = list(EpochSampler(10, 3, 2, 3, rank=1, world_size=2))
-    assert len(r0) == len(r1) == 5 and set(r0) | set(r1) == set(range(10))
 
 
 def test_unpaired_names(tmp_path):

@@ -11,8 +11,7 @@ Two sources of predictions:
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -20,9 +19,10 @@ from torch.utils.data import DataLoader, Subset
 
 from neuropbr.data import build_dataset
 from neuropbr.inference import load_generator
-from neuropbr.maps import resize_maps, tensor_to_maps
+from neuropbr.maps import MAP_NAMES, resize_maps, tensor_to_maps
 from neuropbr.utils.dataset import MAP_FILES, load_material, train_val_split
-from neuropbr.utils.metrics import MetricAccumulator, format_table
+from neuropbr.utils.metrics import ANGLE_THRESHOLDS, MetricAccumulator
+from shared.cli import format_table, write_json
 from shared.device import resolve_device
 from shared.errors import DataError, cli_entry
 
@@ -89,6 +89,20 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, float]:
     return acc.compute() | {"count": float(len(indices))}
 
 
+def metrics_table(metrics: Mapping[str, float]) -> str:
+    """The shared table with one row per map (PSNR / SSIM / MAE), then the normal-angle line."""
+    rows = {name: {k: metrics[f"{k}_{name}"] for k in ("psnr", "ssim", "mae")}
+            for name in MAP_NAMES if f"psnr_{name}" in metrics}
+    mean = {k: metrics.get(f"{k}_mean") for k in ("psnr", "ssim", "mae")}
+    lines = [format_table(rows, mean, labels={"psnr": "PSNR", "ssim": "SSIM", "mae": "MAE"}, name_header="map",
+                          mean_label="mean")]
+    if "normal_angle_mean" in metrics:
+        within = "  ".join(f"<{t}°: {metrics[f'normal_within_{t}']:.1f}%" for t in ANGLE_THRESHOLDS)
+        lines.append(f"normal angle: mean {metrics['normal_angle_mean']:.2f}°  median "
+                     f"{metrics['normal_angle_median']:.2f}°  rmse {metrics['normal_angle_rmse']:.2f}°  {within}")
+    return "\n".join(lines)
+
+
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
@@ -98,9 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = evaluate_folders(Path(args.pred_dir), Path(args.gt_dir))
     else:
         raise DataError("give --pred-dir and --gt-dir, or --checkpoint")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(format_table(metrics))
+    out = write_json(args.out, metrics, sort_keys=True)
+    print(metrics_table(metrics))
     print(f"({int(metrics['count'])} material(s); metrics written to {out})")
     return 0

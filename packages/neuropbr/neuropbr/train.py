@@ -13,12 +13,12 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from neuropbr.data import build_dataset, input_size
@@ -29,35 +29,27 @@ from neuropbr.models.generator import MultiViewPBRGenerator
 from neuropbr.train_config import TrainConfig, load_config
 from neuropbr.utils.dataset import train_val_split
 from neuropbr.utils.metrics import MetricAccumulator
-from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
-from shared.checkpoint import (
-    CheckpointManager,
-    load_checkpoint,
-    make_training_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from shared.amp import MixedPrecision, NonFiniteError
+from shared.checkpoint import CheckpointManager
 from shared.device import resolve_device
 from shared.distributed import (
     all_reduce_mean,
-    barrier,
     cleanup_distributed,
     init_distributed,
     is_main_process,
-    make_sampler,
-    set_sampler_epoch,
     unwrap_model,
     wrap_ddp,
 )
 from shared.errors import ConfigError
 from shared.images import make_grid, save_image
-from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.sampler import EpochSampler
 from shared.seed import make_generator, seed_everything, seed_worker
-from shared.tracking import TRACKERS, create_tracker
+from shared.tracking import TRACKERS
+from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments
 
 KIND = "neuropbr_teacher"
 
-__all__ = ["KIND", "MultiViewPBRGenerator", "build_arg_parser", "main", "resolve_config", "train"]
+__all__ = ["KIND", "MultiViewPBRGenerator", "Trainer", "build_arg_parser", "main", "open_run", "resolve_config"]
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -80,8 +72,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--num-workers", type=int, help="DataLoader workers (data.num_workers)")
     p.add_argument("--checkpoint-dir", help="where checkpoints, samples and logs/ go (training.checkpoint_dir)")
-    p.add_argument("--resume", help="checkpoint to resume from (its config is used; flags given here override)")
-    p.add_argument("--overwrite", action="store_true", help="allow a fresh run in a checkpoint dir that holds one")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="auto = CUDA → MPS → CPU")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="default: fp16 on CUDA when training.use_amp, else fp32")
@@ -93,6 +83,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="generator learning rate (optimizer.g_lr)")
     p.add_argument("--val-ratio", type=float)
     p.add_argument("--max-steps-per-epoch", type=int, help="cap batches per epoch (smoke tests)")
+    add_run_arguments(p)
     return p
 
 
@@ -137,37 +128,26 @@ def resolve_config(args: argparse.Namespace, resume_state: dict | None = None) -
 # --------------------------------------------------------------------------------------------- pieces
 
 
-class EpochSampler(Sampler[int]):
-    """Shuffles ``indices`` with a generator seeded by ``(seed, epoch)``; can skip the first ``skip`` items.
-
-    The order depends on the seed and the epoch alone, so a resumed run sees the same batches, and a
-    run stopped mid-epoch resumes at the next batch.
-    """
-
-    def __init__(self, indices: Sequence[int], seed: int, epoch: int = 0, skip: int = 0) -> None:
-        self.indices = list(indices)
-        self.seed, self.epoch, self.skip = seed, epoch, skip
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def order(self) -> list[int]:
-        gen = make_generator(self.seed * 100_003 + self.epoch)
-        return [self.indices[i] for i in torch.randperm(len(self.indices), generator=gen).tolist()]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.skip :])
-
-    def __len__(self) -> int:
-        return max(0, len(self.indices) - self.skip)
-
-
-class TeacherCheckpoints(CheckpointManager):
+def checkpoint_manager(cfg: TrainConfig) -> CheckpointManager:
     """The spec's names: ``best_model.pth``, ``checkpoint_epoch_NNNN.pth``, plus ``latest.pth``."""
+    t = cfg.training
+    return CheckpointManager(t.checkpoint_dir, save_every_n_epochs=0 if t.save_best_only else t.save_every_n_epochs,
+                             keep_last=t.keep_last_n, monitor="val_loss", mode="min", best_name="best_model.pth")
 
-    @property
-    def best_path(self) -> Path:
-        return self.directory / "best_model.pth"
+
+def open_run(args: argparse.Namespace) -> tuple[TrainingRun, TrainConfig]:
+    """The run and its config: a resumed checkpoint's config with the given flags on top, else ``--config``'s.
+
+    A fresh run and ``--resume auto`` find their folder from the flags; a resumed run writes where its
+    own config says (unless ``--checkpoint-dir`` is given).
+    """
+    fresh = resolve_config(args) if args.resume in (None, "auto") else None
+    manager = checkpoint_manager(fresh) if fresh else CheckpointManager(Path(args.resume).parent)
+    run = TrainingRun(KIND, manager, resume=args.resume, overwrite=args.overwrite,
+                      budget=Budget(args.max_minutes, args.max_steps))
+    cfg = resolve_config(args, run.checkpoint) if run.resuming else fresh
+    run.manager = checkpoint_manager(cfg)
+    return run, cfg
 
 
 def make_optimizer(kind: str, params, lr: float, betas: Sequence[float], weight_decay: float) -> torch.optim.Optimizer:
@@ -242,12 +222,10 @@ def sample_rows(views: torch.Tensor, pred: dict[str, torch.Tensor], target: dict
 
 
 class Trainer:
-    """One training run (fresh or resumed)."""
+    """One training run (fresh or resumed through ``run``)."""
 
-    def __init__(self, cfg: TrainConfig, resume_state: dict | None, resume_path: str | None,
-                 max_steps_per_epoch: int | None = None) -> None:
-        self.cfg = cfg
-        self.max_steps = max_steps_per_epoch
+    def __init__(self, cfg: TrainConfig, run: TrainingRun | None = None, max_steps_per_epoch: int | None = None) -> None:
+        self.cfg, self.max_steps = cfg, max_steps_per_epoch
         t = cfg.training
         self.dist = init_distributed(device=t.device)
         self.device = resolve_device(t.device)
@@ -255,13 +233,13 @@ class Trainer:
         self.precision = resolve_precision(cfg, self.device)
 
         # Data first: a bad dataset fails before anything is written.
-        self.dataset: Dataset = build_dataset(cfg)
+        self.dataset = build_dataset(cfg)
         self.train_idx, self.val_idx = train_val_split(self.dataset.group_keys, cfg.data.val_ratio, t.seed)
         if not self.train_idx:
             raise ConfigError("the train split is empty; lower data.val_ratio or add samples")
+        self.sampler = EpochSampler(self.train_idx, seed=t.seed)
         self.mean = torch.tensor(cfg.transform.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.transform.std).view(1, 3, 1, 1)
-
         self.ckpt_dir = Path(t.checkpoint_dir)
 
         self.generator = MultiViewPBRGenerator(cfg).to(self.device)
@@ -278,18 +256,18 @@ class Trainer:
         self.amp_g = MixedPrecision(self.precision, self.device, modules=models)
         self.amp_d = MixedPrecision(self.precision, self.device, modules=models) if self.use_gan else None
         self.criterion = HybridLoss(cfg.loss, cfg.model.discriminator_use_sigmoid)
-        self.manager = TeacherCheckpoints(self.ckpt_dir, save_every_n_epochs=0 if t.save_best_only else t.save_every_n_epochs,
-                                          keep_last=t.keep_last_n, monitor="val_loss", mode="min")
 
+        self.run = run or TrainingRun(KIND, checkpoint_manager(cfg))
         self.start_epoch, self.global_step, self.skip_batches = 0, 0, 0
-        if resume_state is not None:
-            info = restore_training_state(resume_state, self._stateful(), kind=KIND, source=resume_path or "checkpoint")
+        self.means = RunningMeans()
+        if self.run.resuming:
+            info = self.run.restore(self._stateful())
             self.start_epoch, self.global_step = info.epoch, info.global_step
             self.skip_batches = int(info.extra.get("batch_in_epoch", 0))
-            self.manager.best_metric = info.best_metric
+            self.means.load_state_dict(info.extra.get("running", {}))
             if is_main_process():
                 where = f" (batch {self.skip_batches})" if self.skip_batches else ""
-                print(f"Resumed from {resume_path}: {info.epoch} epoch(s) done{where}, step {info.global_step}")
+                print(f"Resumed from {self.run.resume_path}: {info.epoch} epoch(s) done{where}, step {info.global_step}")
 
         if t.compile:
             if platform.system() == "Linux" and self.device.type == "cuda":
@@ -299,9 +277,6 @@ class Trainer:
         self.generator = wrap_ddp(self.generator, self.device)
         if self.discriminator is not None:
             self.discriminator = wrap_ddp(self.discriminator, self.device)
-
-        self.train_sampler = make_sampler(Subset(self.dataset, self.train_idx), shuffle=True, seed=t.seed)
-        self.epoch_sampler = EpochSampler(self.train_idx, t.seed) if self.train_sampler is None else None
         self.tracker = None
         self.no_val_noted = False
 
@@ -315,7 +290,7 @@ class Trainer:
 
     # -- data
 
-    def _loader(self, dataset: Dataset, sampler, shuffle_seed: int, batch_size: int, drop_last: bool) -> DataLoader:
+    def _loader(self, sampler: EpochSampler, shuffle_seed: int, drop_last: bool) -> DataLoader:
         d = self.cfg.data
         workers = max(0, d.num_workers)
         if d.synthetic and input_size(self.cfg) <= 256:
@@ -323,33 +298,26 @@ class Trainer:
         kwargs: dict[str, Any] = {}
         if workers > 0:
             kwargs.update(persistent_workers=False, prefetch_factor=d.prefetch_factor, worker_init_fn=seed_worker)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+        return DataLoader(self.dataset, batch_size=d.batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                           pin_memory=d.pin_memory and self.device.type == "cuda", drop_last=drop_last,
                           generator=make_generator(shuffle_seed), **kwargs)
 
-    def train_loader(self, epoch: int, skip: int) -> DataLoader:
+    def train_loader(self, epoch: int, skip: int = 0) -> DataLoader:
+        """This rank's batches of ``epoch`` after its first ``skip``: a resumed epoch goes on at the next batch."""
         bs = self.cfg.data.batch_size
-        if self.epoch_sampler is not None:
-            self.epoch_sampler.set_epoch(epoch, skip * bs)
-            return self._loader(self.dataset, self.epoch_sampler, self.cfg.training.seed * 1009 + epoch, bs,
-                                drop_last=len(self.train_idx) > bs)
-        set_sampler_epoch(self.train_sampler, epoch)
-        return self._loader(Subset(self.dataset, self.train_idx), self.train_sampler,
-                            self.cfg.training.seed * 1009 + epoch, bs, drop_last=False)
+        self.sampler.set_epoch(epoch, start=skip * bs)
+        return self._loader(self.sampler, self.cfg.training.seed * 1009 + epoch, drop_last=self.sampler.per_rank > bs)
 
     def val_loader(self) -> DataLoader | None:
-        if not self.val_idx:
-            return None
-        subset = Subset(self.dataset, self.val_idx)
-        sampler = make_sampler(subset, shuffle=False, seed=0)
-        return self._loader(subset, sampler, 0, self.cfg.data.batch_size, drop_last=False)
+        return self._loader(EpochSampler(self.val_idx, shuffle=False), 0, drop_last=False) if self.val_idx else None
 
     # -- steps
 
     def _lr(self) -> float:
         return float(self.opt_g.param_groups[0]["lr"])
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, gan_active: bool) -> dict[str, float]:
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, gan_active: bool) -> dict[str, float] | None:
+        """One G step (after ``d_steps_per_g_step`` D steps when the GAN is on); ``None`` when G's was skipped."""
         cfg = self.cfg
         inputs = inputs.to(self.device, non_blocking=True)
         target = tensor_to_maps(targets.to(self.device, non_blocking=True))
@@ -378,6 +346,8 @@ class Trainer:
         result = self.amp_g.backward_and_step(total, self.opt_g, max_grad_norm=cfg.training.grad_clip_norm)
         if gan_active:
             unwrap_model(self.discriminator).requires_grad_(True)
+        if not result.stepped:
+            return None
         out["G_loss"] = float(parts["total"])
         out.update({k: float(v) for k, v in parts.items() if k != "total"})
         if result.grad_norm is not None:
@@ -385,7 +355,7 @@ class Trainer:
         return out
 
     @torch.no_grad()
-    def validate(self, epoch: int) -> tuple[float | None, dict[str, float], list | None]:
+    def validate(self) -> tuple[float | None, dict[str, float], list | None]:
         loader = self.val_loader()
         if loader is None:
             return None, {}, None
@@ -411,28 +381,23 @@ class Trainer:
         metrics = {k: all_reduce_mean(v) for k, v in acc.compute().items()}
         return val_loss, metrics, first
 
-    # -- checkpoints, images
+    # -- checkpoints, logs, images
 
     def _state(self, epoch_done: int, batch_in_epoch: int) -> dict[str, Any]:
-        state = make_training_state(
-            kind=KIND, epoch=epoch_done, global_step=self.global_step, objects=self._stateful(),
-            best_metric=self.manager.best_metric, config=self.cfg.to_dict(),
-            extra={"batch_in_epoch": batch_in_epoch},
-        )
+        state = self.run.state(epoch=epoch_done, global_step=self.global_step, objects=self._stateful(),
+                               config=self.cfg.to_dict(),
+                               extra={"batch_in_epoch": batch_in_epoch, "running": self.means.state_dict()})
         # The spec's export snippet reads these keys; torch.save stores each tensor's storage once.
         state["generator_state_dict"] = state["state"]["generator"]
         if "discriminator" in state["state"]:
             state["discriminator_state_dict"] = state["state"]["discriminator"]
         return state
 
-    def save(self, epoch_done: int, metric: float | None, batch_in_epoch: int = 0) -> list[Path]:
-        state = self._state(epoch_done, batch_in_epoch)
-        # On every rank (they hold the same weights), so that all of them stop together if it raises.
-        where = f"batch {batch_in_epoch} of epoch {epoch_done + 1}" if batch_in_epoch else None
-        ensure_finite(state, where or f"the end of epoch {epoch_done}", self.manager.latest_path)
-        if batch_in_epoch:
-            return [save_checkpoint(self.manager.latest_path, state)] if is_main_process() else []
-        return self.manager.save(state, epoch_done, metric)
+    def log_train(self, out: dict[str, float]) -> None:
+        metrics = {f"train/{k}": v for k, v in out.items()} | {"train/lr_g": self._lr()}
+        if self.opt_d is not None:
+            metrics["train/lr_d"] = float(self.opt_d.param_groups[0]["lr"])
+        self.tracker.log_metrics(metrics, self.global_step)
 
     def log_images(self, epoch_done: int, sample) -> None:
         if sample is None or not is_main_process():
@@ -441,53 +406,48 @@ class Trainer:
         rows = sample_rows(views, pred, target, self.mean, self.std)
         grid = make_grid(rows)
         save_image(self.ckpt_dir / "samples" / f"epoch_{epoch_done:04d}.png", grid)
-        self.tracker.log_image("val/comparison", grid, epoch_done)
-        self.tracker.log_image("val/error_heatmap", make_grid([[r[-1]] for r in rows]), epoch_done)
-        self.tracker.log_image("val/input_views", make_grid([r[:3] for r in rows]), epoch_done)
+        self.tracker.log_image("val/comparison", grid, self.global_step)
+        self.tracker.log_image("val/error_heatmap", make_grid([[r[-1]] for r in rows]), self.global_step)
+        self.tracker.log_image("val/input_views", make_grid([r[:3] for r in rows]), self.global_step)
 
     # -- loop
 
-    def run(self) -> int:
+    def fit(self) -> int:
+        """Train to ``training.epochs``; returns the exit status (0, or ``EXIT_PREEMPTED`` after a signal)."""
         cfg, t = self.cfg, self.cfg.training
-        main = is_main_process()
-        if main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tracker_name = resolve_tracker(cfg)
-        self.tracker = create_tracker(tracker_name, self.ckpt_dir / "logs", project=t.wandb_project,
-                                      run_name=t.wandb_run_name, config=cfg.to_dict())
-        if main:
-            n_params = sum(p.numel() for p in unwrap_model(self.generator).parameters()) / 1e6
-            src = "synthetic" if cfg.data.synthetic else cfg.data.input_dir
-            print(f"NeuroPBR teacher: {cfg.model.encoder_type}/{cfg.model.encoder_backbone} ({n_params:.1f}M params), "
-                  f"GAN {'on from epoch ' + str(t.gan_start_epoch) if self.use_gan else 'off'}, data {src}: "
-                  f"{len(self.train_idx)} train / {len(self.val_idx)} val at {input_size(cfg)}px, "
-                  f"device {self.device}, precision {self.precision}, tracker {tracker_name}")
-        stop = GracefulStop()
         try:
-            with stop:
+            tracker_name = resolve_tracker(cfg)
+            if is_main_process():
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                n_params = sum(p.numel() for p in unwrap_model(self.generator).parameters()) / 1e6
+                src = "synthetic" if cfg.data.synthetic else cfg.data.input_dir
+                # gan_start_epoch counts the epochs before the GAN; epochs print 1-based.
+                print(f"NeuroPBR teacher: {cfg.model.encoder_type}/{cfg.model.encoder_backbone} ({n_params:.1f}M params), "
+                      f"GAN {'on from epoch ' + str(t.gan_start_epoch + 1) if self.use_gan else 'off'}, data {src}: "
+                      f"{len(self.train_idx)} train / {len(self.val_idx)} val at {input_size(cfg)}px, "
+                      f"device {self.device}, precision {self.precision}, tracker {tracker_name}")
+            self.tracker = self.run.open_tracker(tracker_name, self.ckpt_dir / "logs", project=t.wandb_project,
+                                                 run_name=t.wandb_run_name, config=cfg.to_dict())
+            with self.run:
                 for epoch in range(self.start_epoch, t.epochs):
-                    status = self.run_epoch(epoch, stop)
+                    status = self.run_epoch(epoch)
                     if status is not None:
                         return status
+            return 0
         finally:
-            self.tracker.finish()
             cleanup_distributed()
-        return 0
 
-    def run_epoch(self, epoch: int, stop: GracefulStop) -> int | None:
-        t = self.cfg.training
+    def run_epoch(self, epoch: int) -> int | None:
+        t, run = self.cfg.training, self.run
         main = is_main_process()
         epoch_no = epoch + 1
-        skip = self.skip_batches if epoch == self.start_epoch else 0
+        skip, self.skip_batches = self.skip_batches, 0
         loader = self.train_loader(epoch, skip)
         gan_active = self.use_gan and epoch >= t.gan_start_epoch
         self.generator.train()
-        total_batches = len(loader) if self.max_steps is None else min(len(loader), self.max_steps)
-        bar = tqdm(loader, total=total_batches, desc=f"Epoch {epoch_no}", disable=not main, dynamic_ncols=True,
-                   file=sys.stdout)
-        sums: dict[str, float] = {}
-        count = 0
-        started = time.time()
+        total = len(loader) if self.max_steps is None else max(0, min(len(loader), self.max_steps - skip))
+        bar = tqdm(loader, total=total, desc=f"Epoch {epoch_no}", disable=not main, dynamic_ncols=True, file=sys.stdout)
+        started, last, logged = time.time(), None, False
         for batch_index, (inputs, targets) in enumerate(bar, start=skip):
             if self.max_steps is not None and batch_index >= self.max_steps:
                 break
@@ -496,49 +456,42 @@ class Trainer:
             except NonFiniteError as exc:
                 bar.close()
                 # Resumable at this batch; the skipped steps before it changed no weights.
-                raise diverged(exc, self._state(epoch, batch_index), self.manager.latest_path) from None
-            self.global_step += 1
-            count += 1
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + v
-            postfix = {"G_loss": f"{sums['G_loss'] / count:.3f}"}
-            if "D_loss" in sums:
-                postfix["D_loss"] = f"{sums['D_loss'] / count:.3f}"
-            bar.set_postfix(postfix)
-            if self.global_step % max(1, t.log_every_n_steps) == 0:
-                metrics = {f"train/{k}": v for k, v in out.items()}
-                metrics["train/lr_g"] = self._lr()
-                if self.opt_d is not None:
-                    metrics["train/lr_d"] = float(self.opt_d.param_groups[0]["lr"])
-                self.tracker.log_metrics(metrics, self.global_step)
-            if stop.should_stop():
+                raise run.diverged(exc, self._state(epoch, batch_index)) from None
+            if out is not None:
+                self.global_step += 1
+                self.means.add(out)
+                last = out
+                bar.set_postfix({k: f"{v:.3f}" for k, v in self.means.local().items() if k in ("G_loss", "D_loss")})
+                if self.global_step % max(1, t.log_every_n_steps) == 0:
+                    self.log_train(out)
+                    logged = True
+            if run.should_stop(self.global_step):
                 bar.close()
-                self.save(epoch, None, batch_in_epoch=batch_index + 1)
-                if main:
-                    print(f"Stopped by {stop.signal_name or 'signal'}: saved {self.manager.latest_path} "
-                          f"(epoch {epoch_no}, batch {batch_index + 1}); resume with --resume {self.manager.latest_path}")
-                # Other ranks leaving first would make torchrun kill rank 0 mid-write.
-                barrier()
-                return EXIT_PREEMPTED
+                return run.stop(self._state(epoch, batch_index + 1), f"at epoch {epoch_no}, batch {batch_index + 1}")
         bar.close()
-        means = {k: all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
+        if last is not None and not logged:
+            self.log_train(last)  # an epoch shorter than log_every_n_steps still charts its train/* values
+        means, self.means = self.means.reduced(), RunningMeans()
         if main:
             print(f"Epoch {epoch_no} Summary:")
-            print(f"  Generator Loss: {means.get('G_loss', float('nan')):.3f}")
+            # A run resumed at the very end of an epoch brings that epoch's means with it; none: no line.
+            if "G_loss" in means:
+                print(f"  Generator Loss: {means['G_loss']:.3f}")
             if "D_loss" in means:
                 print(f"  Discriminator Loss: {means['D_loss']:.3f}")
             print(f"  Time: {time.time() - started:.1f}s  LR: {self._lr():.2e}")
-        self.tracker.log_metrics({f"epoch/{k}": v for k, v in means.items()} | {"epoch/lr_g": self._lr()}, epoch_no)
+        self.tracker.log_metrics({f"epoch/{k}": v for k, v in means.items()} | {"epoch/lr_g": self._lr(), "epoch": epoch_no},
+                                 self.global_step)
 
         val_loss, val_metrics, sample = None, {}, None
         if epoch_no % max(1, t.val_every_n_epochs) == 0 or epoch_no == t.epochs:
-            val_loss, val_metrics, sample = self.validate(epoch)
+            val_loss, val_metrics, sample = self.validate()
             if val_loss is not None and main:
                 print(f"[Validation] Epoch {epoch_no} - Loss: {val_loss:.3f}  "
                       f"PSNR albedo {val_metrics.get('psnr_albedo', 0):.2f} dB  "
                       f"normal {val_metrics.get('normal_angle_mean', 0):.1f}°")
                 self.tracker.log_metrics({"val/loss": val_loss} | {f"val/{k}": v for k, v in val_metrics.items()},
-                                         epoch_no)
+                                         self.global_step)
         monitor = val_loss
         if monitor is None and self.val_idx == []:
             monitor = means.get("G_loss")
@@ -546,9 +499,7 @@ class Trainer:
                 print("note: no validation split (too few samples); best_model.pth follows the training loss")
                 self.no_val_noted = True
         if epoch_no % max(1, t.log_images_every_n_epochs) == 0 or epoch_no == t.epochs:
-            if sample is None:
-                sample = self._train_sample()
-            self.log_images(epoch_no, sample)
+            self.log_images(epoch_no, sample if sample is not None else self._train_sample())
 
         for sched in (self.sched_g, self.sched_d):
             if sched is None:
@@ -560,13 +511,13 @@ class Trainer:
                     # D's scheduler steps in epochs before the GAN starts, when D has not stepped yet.
                     warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                     sched.step()
-        was_best = self.manager.is_better(monitor)
-        written = self.save(epoch_no, monitor)
+        was_best = run.manager.is_better(monitor)
+        written = run.end_epoch(self._state(epoch_no, 0), epoch_no, monitor)
         if main:
             for path in written:
                 if path.name.startswith("checkpoint_epoch_"):
                     print(f"Saved checkpoint: {path}")
-                elif path == self.manager.best_path and was_best:
+                elif path == run.manager.best_path and was_best:
                     print(f"Saved best model: {path}")
         return None
 
@@ -583,12 +534,6 @@ class Trainer:
         return inputs, {k: v.float().cpu() for k, v in pred.items()}, target
 
 
-def train(cfg: TrainConfig, resume_state: dict | None = None, resume_path: str | None = None,
-          max_steps_per_epoch: int | None = None) -> int:
-    """Train with ``cfg``; returns the exit status (0, or ``EXIT_PREEMPTED`` after a signal)."""
-    return Trainer(cfg, resume_state, resume_path, max_steps_per_epoch).run()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.errors import cli_entry
 
@@ -597,17 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
-    resume_state = load_checkpoint(args.resume) if args.resume else None
-    cfg = resolve_config(args, resume_state)
-    latest = Path(cfg.training.checkpoint_dir) / "latest.pth"
-    if resume_state is None and latest.exists() and not args.overwrite:
-        raise ConfigError(
-            f"{latest}: checkpoint dir already holds a run; resume it with --resume {latest}, "
-            "choose another --checkpoint-dir, or pass --overwrite"
-        )
     if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
         raise ConfigError("--max-steps-per-epoch must be >= 1")
-    status = train(cfg, resume_state, args.resume, args.max_steps_per_epoch)
+    run, cfg = open_run(args)
+    status = Trainer(cfg, run, args.max_steps_per_epoch).fit()
     if status:
         raise SystemExit(status)
     return 0

@@ -97,7 +97,7 @@ def test_student_resume_equals_uninterrupted(tmp_path):
     b = torch.load(tmp_path / "half" / "latest.pth", weights_only=True)["state"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     again = _run(*_train_args(tmp_path / "half", 2))  # a fresh run must not overwrite an existing run
-    assert again.returncode == 2 and "already exists" in _error_line(again)
+    assert again.returncode == 2 and "holds another run (latest.pth)" in _error_line(again)
 
 
 @pytest.mark.slow
@@ -154,12 +154,62 @@ def test_run_inference_needs_three_images(tmp_path):
         first_three(tmp_path / "v")
 
 
-@pytest.mark.slow
-def test_preempted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
-    """A stop request after the first step saves latest.pth inside the epoch (exit 75); resuming gives the
-    same weights as an uninterrupted run."""
+@pytest.fixture
+def _restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_student_logs_at_the_global_step_and_a_step_budget_resumes_exactly(tmp_path, monkeypatch,
+                                                                          _restore_determinism):
+    """Every record at the global step (W&B drops one whose step goes back, as epoch-numbered validation
+    did), train/* at least once per epoch; a --max-steps stop inside an epoch exits 0 and --resume auto
+    continues to the weights of an uninterrupted run."""
+    import shared.training
     from neuropbr.student.train import build_parser, train
-    from shared.preemption import EXIT_PREEMPTED, GracefulStop
+    from shared.tracking import Tracker
+
+    class Recorder(Tracker):
+        def log_metrics(self, metrics, step):
+            logged.append((step, dict(metrics)))
+
+        def log_image(self, name, image, step):
+            logged.append((step, {name: image}))
+
+    logged: list = []
+    monkeypatch.setattr(shared.training, "create_tracker", lambda *args, **kwargs: Recorder())
+    monkeypatch.chdir(PACKAGE_DIR)
+
+    def args(ckpt: Path, *extra: str):
+        return build_parser().parse_args(_train_args(ckpt, 2, *extra)[1:])
+
+    def steps(key: str) -> list[int]:
+        return [step for step, metrics in logged if key in metrics]
+
+    assert train(args(tmp_path / "full")) == 0
+    # 2 steps per epoch, log_every_n_steps 10: each epoch still charts its last step.
+    assert steps("val/loss") == steps("epoch") == steps("train/loss") == [2, 4]
+    assert steps("samples") == [4]
+
+    assert train(args(tmp_path / "cut", "--max-steps", "3")) == 0
+    state = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)
+    assert (state["epoch"], state["extra"]["batches_done"], state["global_step"]) == (1, 1, 3)
+    assert train(args(tmp_path / "cut", "--resume", "auto")) == 0
+    a = torch.load(tmp_path / "full" / "latest.pth", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    assert all(torch.equal(a["state"]["model"][k], b["state"]["model"][k]) for k in a["state"]["model"])
+
+
+@pytest.mark.slow
+def test_preempted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, _restore_determinism):
+    """SIGTERM during the first step saves latest.pth inside the epoch (exit 75); resuming gives the
+    same weights as an uninterrupted run."""
+    import signal
+
+    from neuropbr.student.losses import DistillationLoss
+    from neuropbr.student.train import build_parser, train
+    from shared.preemption import EXIT_PREEMPTED
 
     monkeypatch.chdir(PACKAGE_DIR)
 
@@ -168,12 +218,15 @@ def test_preempted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
 
     assert train(args(tmp_path / "full")) == 0
     calls = {"n": 0}
+    forward = DistillationLoss.forward
 
-    def stop_after_first(self):
+    def sigterm_in_first_step(self, *a, **k):
         calls["n"] += 1
-        return calls["n"] == 1
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, *a, **k)
 
-    monkeypatch.setattr(GracefulStop, "should_stop", stop_after_first)
+    monkeypatch.setattr(DistillationLoss, "forward", sigterm_in_first_step)
     assert train(args(tmp_path / "cut")) == EXIT_PREEMPTED
     state = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)
     assert state["epoch"] == 0 and state["extra"]["batches_done"] == 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ import torch
 from neuropbr import run_inference
 from neuropbr import train as train_mod
 from shared.checkpoint import load_checkpoint
+from shared.sampler import EpochSampler
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -72,25 +76,50 @@ def _restore_determinism():
     torch.use_deterministic_algorithms(False)
 
 
+def _generator_losses(out: str) -> list[str]:
+    return re.findall(r"Epoch (\d+) Summary:\n  Generator Loss: (\S+)", out)
+
+
+def _generator_loss(out: str, epoch: int) -> str:
+    found = re.search(rf"Epoch {epoch} Summary:\n  Generator Loss: (\S+)", out)
+    assert found, out[-2000:]
+    return found.group(1)
+
+
 def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_path: Path, capsys,
                                                  _restore_determinism):
     full, part = tmp_path / "full", tmp_path / "part"
-    # In-process runs keep the suite fast; the resume below goes through the entry script.
+    # In-process runs keep the suite fast; the last resume goes through the entry script.
     assert train_mod.main(_train_args(tiny_config_file, full, 2)[1:]) == 0
-    out = capsys.readouterr().out
-    assert "Epoch 2 Summary:" in out and "Generator Loss:" in out and "Discriminator Loss:" in out
-    assert "[Validation] Epoch 2 - Loss:" in out and "Saved checkpoint:" in out and "Saved best model:" in out
+    full_out = capsys.readouterr().out
+    assert "Epoch 2 Summary:" in full_out and "Generator Loss:" in full_out and "Discriminator Loss:" in full_out
+    assert "[Validation] Epoch 2 - Loss:" in full_out and "Saved checkpoint:" in full_out
+    assert "Saved best model:" in full_out
+    # gan_start_epoch = 1: one epoch without the GAN, then it is on from (1-based) epoch 2.
+    assert "GAN on from epoch 2" in full_out and "Discriminator Loss" not in full_out.split("Epoch 2 Summary")[0]
     for name in ("latest.pth", "best_model.pth", "checkpoint_epoch_0001.pth", "checkpoint_epoch_0002.pth",
                  "samples/epoch_0002.png"):
         assert (full / name).is_file(), name
     assert list((full / "logs").glob("events.out.tfevents.*"))
 
-    # The same run in two halves: 1 epoch, then --resume to 2.
-    assert train_mod.main(_train_args(tiny_config_file, part, 1, "--tracker", "none")[1:]) == 0
-    proc = run_script(["train.py", "--resume", str(part / "latest.pth"), "--epochs", "2", "--tracker", "none"])
+    # The same run in three pieces (2 steps per epoch): a step budget that ends exactly on epoch 1's last
+    # batch, before its end-of-epoch work; one that ends inside epoch 2; then the rest.
+    assert train_mod.main(_train_args(tiny_config_file, part, 2, "--tracker", "none", "--max-steps", "2")[1:]) == 0
+    state = load_checkpoint(part / "latest.pth")
+    assert (state["epoch"], state["extra"]["batch_in_epoch"], state["global_step"]) == (0, 2, 2)
+    capsys.readouterr()
+    assert train_mod.main(["--resume", "auto", "--checkpoint-dir", str(part), "--max-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    # Epoch 1 has no step left: its summary is the mean of the steps taken before the stop, not nan.
+    assert "nan" not in out and "Epoch 1 Summary:" in out
+    assert _generator_loss(out, 1) == _generator_loss(full_out, 1)
+    state = load_checkpoint(part / "latest.pth")
+    assert (state["epoch"], state["extra"]["batch_in_epoch"], state["global_step"]) == (1, 1, 3)
+    proc = run_script(["train.py", "--resume", "auto", "--checkpoint-dir", str(part)])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--resume auto: resuming" in proc.stderr
     a, b = load_checkpoint(full / "latest.pth"), load_checkpoint(part / "latest.pth")
-    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"] == 4
     for key, value in a["generator_state_dict"].items():
         assert torch.equal(value, b["generator_state_dict"][key]), key
     for key, value in a["discriminator_state_dict"].items():
@@ -101,7 +130,7 @@ def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_pat
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         train_mod.main(_train_args(tiny_config_file, full, 1)[1:])
-    assert info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert info.value.code == 2 and "holds another run (latest.pth)" in capsys.readouterr().err
 
     # Inference on a dataset sample and on a folder of three PNGs (in-process, same CLI).
     sample_out = tmp_path / "inf_sample"
@@ -122,6 +151,83 @@ def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_pat
     assert normal.shape == (32, 32, 3)
     assert torch.allclose(normal.norm(dim=-1), torch.ones(32, 32), atol=0.02)
     assert read_image(folder_out / "roughness.png", mode="L").shape == (32, 32)
+
+
+def _wandb_history(run_folder: Path) -> list[dict]:
+    """The history records of an offline W&B run (what `wandb sync` would upload).
+
+    A .wandb file is a LevelDB-style log (32 KiB blocks) of wandb protobuf Records; the framing is read
+    here (as in shared/tests/test_tracking.py) and each record decoded with wandb's own classes.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    def records() -> list:
+        raw, block, pos, pending, found = next(run_folder.glob("run-*.wandb")).read_bytes(), 32768, 7, b"", []
+        while pos + 7 <= len(raw):
+            left = block - pos % block
+            if left < 7:
+                pos += left
+                continue
+            _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+            if length == 0 and kind == 0:
+                pos += left
+                continue
+            chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
+            pending = chunk if kind in (1, 2) else pending + chunk
+            if kind in (1, 4):
+                record = pb.Record()
+                record.ParseFromString(pending)
+                found.append(record)
+        return found
+
+    for _ in range(120):  # wandb-core may still be flushing when finish() returns: wait for the exit record
+        found = records()
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
+            break
+        time.sleep(0.25)
+    return [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            for r in found if r.WhichOneof("record_type") == "history"]
+
+
+def test_wandb_run_charts_train_and_validation_at_the_global_step(tiny_config_file: Path, tmp_path: Path,
+                                                                  monkeypatch, capsys):
+    """Validation and images at the global step (W&B drops records whose step goes back), and train/*
+    at least once per epoch even when an epoch is shorter than log_every_n_steps."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = tmp_path / "rare_logs.py"
+    config.write_text(TINY_CONFIG.replace("log_every_n_steps = 1", "log_every_n_steps = 100"))
+    ckpt = tmp_path / "ck"
+    assert train_mod.main(_train_args(config, ckpt, 2, "--tracker", "wandb")[1:]) == 0
+    history = _wandb_history(next((ckpt / "logs" / "wandb").glob("offline-run-*")))
+
+    def steps(key: str) -> list[int]:  # an image's record holds key/width, key/path, ...
+        return [h["global_step"] for h in history if any(k == key or k.startswith(f"{key}/") for k in h)]
+
+    # 2 steps per epoch: epoch 1 ends at step 2, epoch 2 at step 4.
+    assert steps("val/loss") == steps("val/psnr_albedo") == [2, 4]
+    assert steps("val/comparison") == steps("epoch/G_loss") == [2, 4]
+    assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
+    assert steps("train/G_loss") == steps("train/lr_d") == [2, 4]
+    assert steps("train/D_loss") == [4]  # the GAN starts in epoch 2
+
+
+def test_train_loader_under_two_ranks_resumes_at_the_next_batch(tiny_config_file: Path, tmp_path: Path):
+    """Under torchrun too, a resumed epoch continues with this rank's next batch (not the epoch's first)."""
+    args = train_mod.build_arg_parser().parse_args(_train_args(tiny_config_file, tmp_path, 1, "--synthetic-samples",
+                                                               "12", "--tracker", "none")[1:])
+    trainer = train_mod.Trainer(train_mod.resolve_config(args))
+    assert len(trainer.train_idx) == 10
+    shares = []
+    for rank in (0, 1):
+        trainer.sampler = EpochSampler(trainer.train_idx, seed=3, rank=rank, world_size=2)
+        whole = list(trainer.train_loader(epoch=1).batch_sampler)
+        assert len(whole) == 2 and all(len(batch) == 2 for batch in whole)  # 5 samples per rank, batch 2
+        assert list(trainer.train_loader(epoch=1, skip=1).batch_sampler) == whole[1:]
+        assert list(trainer.train_loader(epoch=1, skip=2).batch_sampler) == []
+        shares.append({i for batch in whole for i in batch})
+    assert not shares[0] & shares[1]
 
 
 def test_spec_export_and_inline_inference_snippets(tiny_config_file: Path, tmp_path: Path):
@@ -164,9 +270,9 @@ def test_lightweight_has_no_discriminator(tmp_path: Path):
     cfg.model.encoder_type, cfg.model.encoder_channels = "unet", [8, 16, 32]
     cfg.model.transformer_dim, cfg.model.transformer_num_heads, cfg.model.transformer_depth = 16, 2, 1
     cfg.data.num_workers = 0
-    trainer = train_mod.Trainer(cfg, None, None, max_steps_per_epoch=1)
+    trainer = train_mod.Trainer(cfg, max_steps_per_epoch=1)
     assert trainer.discriminator is None and trainer.opt_d is None
-    assert trainer.run() == 0
+    assert trainer.fit() == 0
     state = load_checkpoint(tmp_path / "latest.pth")
     assert "discriminator" not in state["state"] and "discriminator_state_dict" not in state
 
@@ -224,3 +330,23 @@ def test_sigterm_saves_latest_and_resumes_mid_epoch(tiny_config_file: Path, tmp_
     proc = run_script(["train.py", "--resume", str(ckpt / "latest.pth"), "--epochs", str(state["epoch"] + 1),
                        "--tracker", "none"])
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_torchrun_budget_stop_mid_epoch_resumes_at_the_next_batch(tiny_config_file: Path, tmp_path: Path):
+    """Two gloo ranks, 2 steps per rank and epoch: stopped after step 3 (epoch 2, batch 1), the resumed
+    run takes the one step left, not the whole epoch again."""
+    ckpt = tmp_path / "ck"
+
+    def torchrun(*extra: str) -> subprocess.CompletedProcess:
+        args = _train_args(tiny_config_file, ckpt, 2, "--tracker", "none", "--synthetic-samples", "12", *extra)
+        return run_script(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args], timeout=600)
+
+    proc = torchrun("--max-steps", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(ckpt / "latest.pth")
+    assert (state["epoch"], state["extra"]["batch_in_epoch"], state["global_step"]) == (1, 1, 3)
+    proc = torchrun("--resume", "auto")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(ckpt / "latest.pth")
+    assert (state["epoch"], state["global_step"]) == (2, 4)

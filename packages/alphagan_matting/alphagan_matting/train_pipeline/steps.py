@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,15 +42,22 @@ class TrainParts:
         return (image - self.mean) / self.std
 
 
+class StepOutput(NamedTuple):
+    losses: GLosses
+    d_loss: float | None  # None: D was not updated, or its step was skipped
+    pred: torch.Tensor
+    stepped: bool  # G's optimizer step went through (a non-finite one is skipped)
+
+
 def _d_input(parts: TrainParts, image01: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
     return torch.cat([parts.normalize(image01), trimap], dim=1)
 
 
 def train_step(parts: TrainParts, batch: MattingBatch, cfg: Config, global_step: int,
-               max_grad_norm: float | None) -> tuple[GLosses, float | None, torch.Tensor]:
+               max_grad_norm: float | None) -> StepOutput:
     """Update D (every ``update_n_batches`` steps, when the GAN loss is on), then G.
 
-    Returns G's losses, D's loss (``None`` when D was not updated) and the predicted alpha.
+    A scheduler advances only with a step that went through: the cyclic LR follows optimizer steps.
     """
     t = cfg.train
     use_gan = bool(t.use_gan_loss)
@@ -68,9 +76,9 @@ def train_step(parts: TrainParts, batch: MattingBatch, cfg: Config, global_step:
             logits = parts.discriminator(d_in).float()
         real, fake = logits.chunk(2, dim=0)
         d_loss = discriminator_loss(real, fake)
-        parts.amp_d.backward_and_step(d_loss, parts.opt_d, max_grad_norm=max_grad_norm)
-        parts.sched_d.step()
-        d_value = float(d_loss.detach())
+        if parts.amp_d.backward_and_step(d_loss, parts.opt_d, max_grad_norm=max_grad_norm).stepped:
+            parts.sched_d.step()
+            d_value = float(d_loss.detach())
 
     l_alpha = alpha_loss(pred, batch.alpha, batch.trimap)
     l_comp = composition_loss(pred, batch.alpha, batch.fg, batch.bg, batch.trimap)
@@ -85,10 +93,11 @@ def train_step(parts: TrainParts, batch: MattingBatch, cfg: Config, global_step:
     else:
         l_gan = torch.zeros((), device=pred.device)
     total = t.losses.lambda_gan_g * l_gan + t.losses.lambda_alpha_g * l_alpha + t.losses.lambda_comp_g * l_comp
-    parts.amp_g.backward_and_step(total, parts.opt_g, max_grad_norm=max_grad_norm)
-    parts.sched_g.step()
+    stepped = parts.amp_g.backward_and_step(total, parts.opt_g, max_grad_norm=max_grad_norm).stepped
+    if stepped:
+        parts.sched_g.step()
     losses = GLosses(total=total.detach(), alpha=l_alpha.detach(), comp=l_comp.detach(), gan=l_gan.detach())
-    return losses, d_value, pred.detach()
+    return StepOutput(losses, d_value, pred.detach(), stepped)
 
 
 @torch.no_grad()

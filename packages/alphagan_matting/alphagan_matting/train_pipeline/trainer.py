@@ -1,9 +1,8 @@
-"""The epoch loop: data, models, optimizers, AMP, DDP, logging, checkpoints, exact resume."""
+"""The epoch loop: data, models, optimizers, the D/G step, what it logs; the run's life is shared.training's."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,33 +22,26 @@ from alphagan_matting.utils import (
     config_precision,
     load_pretrained_encoder,
 )
-from shared.amp import MixedPrecision, NonFiniteError, autocast, diverged, ensure_finite
-from shared.checkpoint import (
-    CheckpointManager,
-    load_checkpoint,
-    make_training_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from shared.amp import MixedPrecision, NonFiniteError, autocast
+from shared.checkpoint import CheckpointManager
 from shared.device import resolve_device
 from shared.distributed import (
-    barrier,
     cleanup_distributed,
     get_world_size,
     init_distributed,
     is_distributed,
     is_main_process,
-    make_sampler,
-    set_sampler_epoch,
     wrap_ddp,
 )
 from shared.errors import ConfigError
 from shared.images import make_grid, save_image_grid
-from shared.preemption import EXIT_PREEMPTED, GracefulStop
-from shared.seed import make_generator, seed_everything, seed_worker
-from shared.tracking import create_tracker
+from shared.sampler import EpochSampler
+from shared.seed import seed_everything, seed_worker
+from shared.training import Budget, RunningMeans, TrainingRun
 
 KIND = "alphagan_matting"
+# What a user changes to start a second run elsewhere (named when a folder already holds one).
+FOLDER_FLAG = "--checkpoints-dir (or general.checkpoints_dir)"
 
 
 @dataclass
@@ -62,35 +54,23 @@ class RunOptions:
     device: str = "auto"
     precision: str | None = None  # None: the config's amp section
     deterministic: bool = False
-    resume: Path | None = None
+    resume: str | None = None  # a checkpoint path, or "auto"
+    overwrite: bool = False
     tracker: str = "tensorboard"
     num_workers: int = 0
     pretrained: Path | None = None
     max_grad_norm: float = 0.0
-    max_steps: int | None = None  # stop (and save) after this many steps in total
-
-
-class ColabCheckpointManager(CheckpointManager):
-    """``colab.use_colab: 1``: only two files, named by ``best_chkp_name``/``last_chkp_name`` (tight disks)."""
-
-    def __init__(self, directory, best_name: str, last_name: str, **kwargs) -> None:
-        super().__init__(directory, save_every_n_epochs=0, **kwargs)
-        self.best_name, self.last_name = best_name, last_name
-
-    @property
-    def latest_path(self) -> Path:
-        return self.directory / f"{self.last_name}.pth"
-
-    @property
-    def best_path(self) -> Path:
-        return self.directory / f"{self.best_name}.pth"
+    max_minutes: float | None = None
+    max_steps: int | None = None  # in total, resumed steps included
 
 
 def make_manager(cfg: Config) -> CheckpointManager:
     g = cfg.general
     if g.colab.use_colab:
-        return ColabCheckpointManager(g.checkpoints_dir, g.colab.best_chkp_name, g.colab.last_chkp_name,
-                                      monitor="test/SAD", mode="min")
+        # Tight Drive quotas: only two files, overwritten, named by the config.
+        return CheckpointManager(g.checkpoints_dir, save_every_n_epochs=0, monitor="test/SAD", mode="min",
+                                 best_name=f"{g.colab.best_chkp_name}.pth",
+                                 latest_name=f"{g.colab.last_chkp_name}.pth")
     return CheckpointManager(g.checkpoints_dir, save_every_n_epochs=cfg.train.save_chkp_n_epoches, keep_last=0,
                              monitor="test/SAD", mode="min")
 
@@ -114,21 +94,13 @@ def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | No
     return MattingDataset(train_rows, train_tf, True, seed), test
 
 
-def epoch_indices(dataset: Dataset, sampler, seed: int, epoch: int) -> list[int]:
-    """This epoch's sample order: from (seed, epoch) alone, so a resumed run replays it exactly."""
-    if sampler is not None:
-        set_sampler_epoch(sampler, epoch)
-        return list(iter(sampler))
-    return torch.randperm(len(dataset), generator=make_generator(seed * 100003 + epoch)).tolist()
-
-
 def _io_grid(batch: MattingBatch, pred: torch.Tensor) -> np.ndarray:
     """composite | trimap | predicted alpha | GT alpha for the first sample."""
     return make_grid([[batch.composite[0], batch.trimap[0], pred[0].clamp(0, 1), batch.alpha[0]]])
 
 
 def run_training(cfg: Config, opts: RunOptions) -> int:
-    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` after a graceful stop).
+    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` after a signal).
 
     Raises :class:`NonFiniteError` (exit status 3 through ``cli_entry``) when training diverges, after
     saving the last good state.
@@ -146,14 +118,13 @@ def _train(cfg: Config, opts: RunOptions) -> int:
     seed = cfg.general.random_seed
     seed_everything(seed, deterministic=opts.deterministic)
     manager = make_manager(cfg)
-    if opts.resume is None and manager.latest_path.exists():
-        raise ConfigError(f"{manager.latest_path}: a run already lives in {manager.directory}; pass --resume "
-                          f"{manager.latest_path} to continue it, or choose another checkpoints_dir")
+    run = TrainingRun(KIND, manager, resume=opts.resume, overwrite=opts.overwrite,
+                      budget=Budget(opts.max_minutes, opts.max_steps), folder_flag=FOLDER_FLAG)
 
     train_set, test_set = build_datasets(cfg, opts)
     generator = build_generator(cfg.model)
     discriminator = build_discriminator(cfg.model)
-    if opts.resume is None and is_main_process():
+    if not run.resuming and is_main_process():
         print(load_pretrained_encoder(generator, opts.pretrained), file=sys.stderr)
     elif opts.pretrained is not None:
         load_pretrained_encoder(generator, opts.pretrained)
@@ -178,14 +149,16 @@ def _train(cfg: Config, opts: RunOptions) -> int:
     objects = {"generator": generator, "discriminator": discriminator, "opt_G": opt_g, "opt_D": opt_d,
                "sched_G": sched_g, "sched_D": sched_d, "amp_G": amp_g, "amp_D": amp_d}
     start_epoch, global_step, skip_batches = 0, 0, 0
-    if opts.resume is not None:
-        state = load_checkpoint(opts.resume, map_location="cpu")
-        info = restore_training_state(state, objects, kind=KIND, source=opts.resume)
+    # G's and D's means: D steps only every update_n_batches, and a skipped step counts in neither.
+    means_g, means_d = RunningMeans(), RunningMeans()
+    if run.resuming:
+        info = run.restore(objects)
         start_epoch, global_step = info.epoch, info.global_step
         skip_batches = int(info.extra.get("batch_in_epoch", 0))
-        manager.best_metric = info.best_metric
+        means_g.load_state_dict(info.extra.get("means_G", {}))
+        means_d.load_state_dict(info.extra.get("means_D", {}))
         if is_main_process():
-            print(f"resumed from {opts.resume}: epoch {start_epoch}, step {global_step}", file=sys.stderr)
+            print(f"resumed from {run.resume_path}: epoch {start_epoch}, step {global_step}", file=sys.stderr)
 
     g_model = wrap_ddp(generator, device)
     d_model = wrap_ddp(discriminator, device)
@@ -193,99 +166,81 @@ def _train(cfg: Config, opts: RunOptions) -> int:
     std = torch.tensor(cfg.general.std, device=device).view(1, 3, 1, 1)
     parts = TrainParts(g_model, d_model, opt_g, opt_d, sched_g, sched_d, amp_g, amp_d, mean, std)
 
-    sampler = make_sampler(train_set, shuffle=True, seed=seed)
     batch_size = cfg.general.batch_size
+    sampler = EpochSampler(len(train_set), shuffle=True, seed=seed)
+    loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=opts.num_workers, worker_init_fn=seed_worker, pin_memory=device.type == "cuda")
+    config = dataclasses.asdict(cfg)
+
+    def training_state(epoch_done: int, batch_in_epoch: int) -> dict:
+        return run.state(epoch=epoch_done, global_step=global_step, objects=objects, config=config,
+                         extra={"batch_in_epoch": batch_in_epoch, "means_G": means_g.state_dict(),
+                                "means_D": means_d.state_dict()})
+
     log_dir = Path(cfg.general.log_dir)
-    tracker = create_tracker(opts.tracker, log_dir, project="alphagan_matting",
-                             config={**dataclasses.asdict(cfg), "world_size": get_world_size()})
+    tracker = run.open_tracker(opts.tracker, log_dir, project="alphagan_matting", artifact_location=log_dir / "mlruns",
+                               config={**config, "world_size": get_world_size()})
     max_grad_norm = opts.max_grad_norm if opts.max_grad_norm > 0 else None
     lg = t.logging
-    exit_code = 0
-    try:
-        with GracefulStop() as stop:
-            for epoch in range(start_epoch, t.epoches):
-                train_set.set_epoch(epoch)
-                indices = epoch_indices(train_set, sampler, seed, epoch)
-                n_batches = math.ceil(len(indices) / batch_size)
-                indices = indices[skip_batches * batch_size:]
-                loader = DataLoader(train_set, batch_size=batch_size, sampler=indices, collate_fn=collate,
-                                    num_workers=opts.num_workers, worker_init_fn=seed_worker,
-                                    pin_memory=device.type == "cuda")
-                g_model.train()
-                sums: dict[str, float] = {}
-                count = 0
-                bar = tqdm(loader, total=n_batches, initial=skip_batches, desc=f"epoch {epoch + 1}/{t.epoches}",
-                           disable=not is_main_process(), leave=False, file=sys.stderr)
-                batch_in_epoch = skip_batches
-                for raw in bar:
-                    batch = MattingBatch.from_dict(raw).to(device)
-                    try:
-                        losses, d_loss, pred = train_step(parts, batch, cfg, global_step, max_grad_norm)
-                    except NonFiniteError as exc:
-                        bar.close()
-                        # Resumable at this batch; the skipped steps before it changed no weights.
-                        state = make_training_state(
-                            kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
-                            best_metric=manager.best_metric, config=dataclasses.asdict(cfg),
-                            extra={"batch_in_epoch": batch_in_epoch})
-                        raise diverged(exc, state, manager.latest_path) from None
+    with run:
+        for epoch in range(start_epoch, t.epoches):
+            train_set.set_epoch(epoch)
+            sampler.set_epoch(epoch, start=skip_batches * batch_size)
+            batch_in_epoch, skip_batches = skip_batches, 0
+            g_model.train()
+            bar = tqdm(loader, total=sampler.batches_per_epoch(batch_size), initial=batch_in_epoch,
+                       desc=f"epoch {epoch + 1}/{t.epoches}", disable=not is_main_process(), leave=False,
+                       file=sys.stderr)
+            for raw in bar:
+                batch = MattingBatch.from_dict(raw).to(device)
+                try:
+                    out = train_step(parts, batch, cfg, global_step, max_grad_norm)
+                except NonFiniteError as exc:
+                    bar.close()
+                    # Resumable at this batch; the skipped steps before it changed no weights.
+                    raise run.diverged(exc, training_state(epoch, batch_in_epoch)) from None
+                batch_in_epoch += 1
+                if out.d_loss is not None:
+                    means_d.add({"loss_D": out.d_loss})
+                if out.stepped:
                     global_step += 1
-                    batch_in_epoch += 1
+                    losses = out.losses
                     values = {"loss_G": float(losses.total), "loss_alpha": float(losses.alpha),
                               "loss_comp": float(losses.comp), "loss_gan_G": float(losses.gan)}
-                    if d_loss is not None:
-                        values["loss_D"] = d_loss
-                    for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
-                    bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
+                    means_g.add(values)
+                    if out.d_loss is not None:
+                        values["loss_D"] = out.d_loss
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in {**means_g.local(), **means_d.local()}.items()})
                     if global_step % lg.log_curr_loss_n_batches == 0:
                         tracker.log_metrics({f"train/{k}": v for k, v in values.items()}, global_step)
                     if global_step % lg.log_lr_n_batches == 0:
                         tracker.log_metrics({"lr/G": opt_g.param_groups[0]["lr"],
                                              "lr/D": opt_d.param_groups[0]["lr"]}, global_step)
                     if global_step % lg.log_io_n_batches == 0:
-                        tracker.log_image("train/io", _io_grid(batch, pred), global_step)
-                    out_of_steps = opts.max_steps is not None and global_step >= opts.max_steps
-                    if (stop.should_stop() or out_of_steps) and batch_in_epoch < n_batches:
-                        state = make_training_state(kind=KIND, epoch=epoch, global_step=global_step, objects=objects,
-                                                    best_metric=manager.best_metric, config=dataclasses.asdict(cfg),
-                                                    extra={"batch_in_epoch": batch_in_epoch})
-                        if is_main_process():
-                            save_checkpoint(manager.latest_path, state)
-                            print(f"stopped at epoch {epoch + 1}, step {global_step}; saved {manager.latest_path}",
-                                  file=sys.stderr)
-                        # Other ranks leaving first would make torchrun kill rank 0 mid-write.
-                        barrier()
-                        return EXIT_PREEMPTED if stop.requested else 0
-                bar.close()
-                skip_batches = 0
-                means = {f"train_epoch/{k}": v / max(count, 1) for k, v in sums.items()}
-                test_means = evaluate_epoch(g_model, test_set, cfg, opts, device, precision, tracker, epoch)
-                tracker.log_metrics({**means, **{f"test_epoch/{k}": v for k, v in test_means.items()}}, epoch + 1)
-                metric = test_means.get("SAD", means.get("train_epoch/loss_G"))
-                if is_main_process():
-                    summary = "  ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in {**means, **test_means}.items())
-                    print(f"epoch {epoch + 1}/{t.epoches}  step {global_step}  {summary}", file=sys.stderr)
-                state = make_training_state(kind=KIND, epoch=epoch + 1, global_step=global_step, objects=objects,
-                                            best_metric=manager.best_metric, config=dataclasses.asdict(cfg))
-                ensure_finite(state, f"the end of epoch {epoch + 1}", manager.latest_path)
-                manager.save(state, epoch + 1, metric=metric)
-                if (epoch + 1) % t.save_chkp_n_epoches == 0 and is_main_process():
-                    save_sample_grid(generator, test_set or train_set, cfg, device, precision,
-                                     log_dir / "samples" / f"epoch_{epoch + 1:04d}.png")
-                barrier()
-                if stop.should_stop() or (opts.max_steps is not None and global_step >= opts.max_steps):
-                    exit_code = EXIT_PREEMPTED if stop.requested else 0
-                    break
-    finally:
-        tracker.finish()
-    return exit_code
+                        tracker.log_image("train/io", _io_grid(batch, out.pred), global_step)
+                if run.should_stop(global_step):
+                    bar.close()
+                    return run.stop(training_state(epoch, batch_in_epoch),
+                                    f"at epoch {epoch + 1}, batch {batch_in_epoch}, step {global_step}")
+            bar.close()
+            means = {f"train_epoch/{k}": v for k, v in {**means_g.reduced(), **means_d.reduced()}.items()}
+            means_g, means_d = RunningMeans(), RunningMeans()
+            test_means = evaluate_epoch(g_model, test_set, cfg, opts, device, precision, tracker, global_step)
+            tracker.log_metrics({**means, **{f"test_epoch/{k}": v for k, v in test_means.items()}}, global_step)
+            metric = test_means.get("SAD", means.get("train_epoch/loss_G"))
+            if is_main_process():
+                summary = "  ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in {**means, **test_means}.items())
+                print(f"epoch {epoch + 1}/{t.epoches}  step {global_step}  {summary}", file=sys.stderr)
+            run.end_epoch(training_state(epoch + 1, 0), epoch + 1, metric)
+            if (epoch + 1) % t.save_chkp_n_epoches == 0 and is_main_process():
+                save_sample_grid(generator, test_set or train_set, cfg, device, precision,
+                                 log_dir / "samples" / f"epoch_{epoch + 1:04d}.png")
+    return 0
 
 
 def evaluate_epoch(g_model, test_set, cfg: Config, opts: RunOptions, device, precision, tracker,
-                   epoch: int) -> dict[str, float]:
-    """Mean metrics on the test split (main process only; other ranks return ``{}``)."""
+                   global_step: int) -> dict[str, float]:
+    """Mean metrics on the test split (main process only; other ranks return ``{}``), logged at ``global_step``."""
     if test_set is None or not is_main_process():
         return {}
     model = g_model.module if is_distributed() else g_model
@@ -294,17 +249,15 @@ def evaluate_epoch(g_model, test_set, cfg: Config, opts: RunOptions, device, pre
                         num_workers=opts.num_workers)
     tl = cfg.test.logging
     all_metrics: list[Metrics] = []
-    n_batches = len(loader)
     for i, raw in enumerate(loader, start=1):
         batch = MattingBatch.from_dict(raw).to(device)
         metrics, pred = test_step(model, batch, autocast(device, precision))
         all_metrics.extend(metrics)
-        step = epoch * n_batches + i
         if i % tl.log_curr_mets_n_batches == 0:
             batch_mean = {k: float(np.mean([m.as_dict()[k] for m in metrics])) for k in metrics[0].as_dict()}
-            tracker.log_metrics({f"test/{k}": v for k, v in batch_mean.items()}, step)
+            tracker.log_metrics({f"test/{k}": v for k, v in batch_mean.items()}, global_step)
         if i % tl.log_io_n_batches == 0:
-            tracker.log_image("test/io", _io_grid(batch, pred), step)
+            tracker.log_image("test/io", _io_grid(batch, pred), global_step)
     model.train()
     return {k: float(np.mean([m.as_dict()[k] for m in all_metrics])) for k in all_metrics[0].as_dict()}
 

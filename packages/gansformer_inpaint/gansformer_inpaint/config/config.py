@@ -46,6 +46,7 @@ class Config:
     device: str = "auto"
     checkpoint_dir: str = "checkpoints"
     save_interval: int = 500  # steps between periodic checkpoints
+    keep_last: int = 0  # keep this run's newest N periodic checkpoints (0 = all)
     sample_interval: int = 1  # epochs between sample grids
     log_interval: int = 10  # steps between tracker logs
     max_steps: int = 0  # stop after this many steps in total (0 = run all epochs)
@@ -60,6 +61,8 @@ class Config:
                      "d_reg_interval", "save_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.keep_last < 0:
+            raise ConfigError(f"keep_last must be >= 0 (0 keeps all), got {self.keep_last}")
         if self.num_epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.num_epochs}")
         if self.num_gansformer_blocks < 0:

@@ -7,19 +7,17 @@ hole it is the ``extracted/`` file itself, so known pixels are what the user gav
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from gansformer_inpaint.dataloader.masks import derive_mask, random_mask, resize_mask
 from gansformer_inpaint.dataloader.synthetic import synthetic_face
 from shared.errors import DataError
 from shared.images import IMAGE_EXTENSIONS, pair_by_stem, read_image, read_image_size, to_tensor
-from shared.seed import make_generator
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MIN_SIZE = 16
@@ -142,25 +140,3 @@ class SyntheticInpaintingDataset(Dataset):
         mask_t = torch.from_numpy(mask)[None]
         masked = gt * (1 - mask_t) + mask_t  # hole painted white, as extracted/ files are
         return {"masked": masked, "gt": gt, "mask": mask_t, "name": f"synthetic_{index:05d}"}
-
-
-class EpochSampler(Sampler[int]):
-    """Shuffled order from (seed, epoch) alone, sharded over ranks, able to start mid-epoch.
-
-    A resumed run rebuilds the interrupted epoch's exact permutation and skips the batches already done,
-    so it sees the same data in the same order as an uninterrupted run.
-    """
-
-    def __init__(self, length: int, seed: int, epoch: int, batch_size: int, start_batch: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
-        order = (torch.randperm(length, generator=make_generator(seed * 100_003 + epoch)) if shuffle
-                 else torch.arange(length)).tolist()
-        per_rank = -(-length // world_size)
-        order = (order * 2)[: per_rank * world_size]  # pad so every rank gets as many batches
-        self.indices = order[rank::world_size][start_batch * batch_size :]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)

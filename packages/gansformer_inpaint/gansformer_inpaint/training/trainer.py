@@ -1,11 +1,10 @@
-"""The GAN training loop: D step (NS loss), lazy R1, G step (NS loss + L1), checkpoints, samples, logs."""
+"""The GAN training loop: D step (NS loss), lazy R1, G step (NS loss + L1), step checkpoints, samples, logs."""
 
 from __future__ import annotations
 
 import json
-import math
+import re
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,43 +14,25 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from gansformer_inpaint.config import Config
-from gansformer_inpaint.dataloader import EpochSampler, InpaintingDataset, SyntheticInpaintingDataset
+from gansformer_inpaint.dataloader import InpaintingDataset, SyntheticInpaintingDataset
 from gansformer_inpaint.models import Discriminator, Generator
-from gansformer_inpaint.training.losses import (
-    d_loss_nonsaturating,
-    g_loss_nonsaturating,
-    r1_penalty,
-    reconstruction_loss,
-)
+from gansformer_inpaint.training import losses
 from gansformer_inpaint.training.plot import plot_curves, read_metrics
-from shared.amp import MixedPrecision, NonFiniteError, diverged, ensure_finite
-from shared.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    load_checkpoint,
-    make_training_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from shared.amp import MixedPrecision, NonFiniteError, ensure_finite
+from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
-from shared.distributed import (
-    all_reduce_mean,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    is_main_process,
-    wrap_ddp,
-)
+from shared.distributed import cleanup_distributed, init_distributed, is_main_process, wrap_ddp
 from shared.errors import DataError
-from shared.images import save_image_grid
-from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.images import make_grid, save_image_grid
+from shared.sampler import EpochSampler
 from shared.seed import make_generator, seed_everything, seed_worker
-from shared.tracking import create_tracker
+from shared.training import RESUME_AUTO, Budget, RunningMeans, TrainingRun
 
 KIND = "gansformer_inpaint"
 ARCH_KEYS = ("img_size", "base_channels", "latent_num", "latent_dim", "num_heads", "num_gansformer_blocks",
              "d_channels")
-KEEP_STEP_CHECKPOINTS = 3
+STEP_FILE = re.compile(r"checkpoint_(\d+)\.pt")
+CURVES = ["fixed_hole_l1", "hole_l1", "valid_l1", "g_adv", "d_loss", "r1"]
 
 
 def build_models(cfg: Config) -> tuple[Generator, Discriminator]:
@@ -88,25 +69,34 @@ class TrackerOptions:
 
 
 class Trainer:
-    """Owns models, optimizers, data and the run folder (``cfg.checkpoint_dir``)."""
+    """Owns models, optimizers, data and the run (``cfg.checkpoint_dir``; ``--resume``, ``--overwrite``,
+    ``--max-minutes`` and ``cfg.max_steps`` go to :class:`shared.training.TrainingRun`)."""
 
-    def __init__(self, cfg: Config, tracker: TrackerOptions | None = None, resume: str | None = None) -> None:
+    def __init__(self, cfg: Config, tracker: TrackerOptions | None = None, resume: str | None = None,
+                 overwrite: bool = False, max_minutes: float | None = None) -> None:
         self.dist = init_distributed(device=cfg.device)
         self.device = resolve_device(cfg.device)
-        state = None
-        if resume:
-            state = load_checkpoint(resume)
-            if state.get("kind") != KIND:
-                raise CheckpointError(f"{resume}: checkpoint was written by '{state.get('kind')}', not '{KIND}'")
-            saved = state.get("config", {})
-            # The architecture is the checkpoint's: resuming with other sizes could only fail.
-            for key in ARCH_KEYS:
-                if key in saved:
-                    setattr(cfg, key, saved[key])
-        self.cfg = cfg.validate()
-        seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
         self.out_dir = Path(cfg.checkpoint_dir)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        manager = CheckpointManager(self.out_dir, save_every_n_epochs=0, monitor="hole_l1", mode="min")
+        if resume == RESUME_AUTO and not manager.latest_path.exists():
+            # An epoch can be long: a job killed inside its first one has only step checkpoints to go on.
+            steps = [int(m[1]) for p in self.out_dir.glob("checkpoint_*.pt") if (m := STEP_FILE.fullmatch(p.name))]
+            if steps:
+                resume = str(self.out_dir / f"checkpoint_{max(steps)}.pt")
+                if is_main_process():
+                    print(f"--resume auto: no {manager.latest_path}, resuming {resume}", file=sys.stderr)
+        self.run = TrainingRun(KIND, manager, resume=resume, overwrite=overwrite,
+                               budget=Budget(max_minutes, cfg.max_steps or None), extra_files=("metrics.jsonl",))
+        saved = (self.run.checkpoint or {}).get("config", {})
+        for key in set(ARCH_KEYS) & saved.keys():  # the checkpoint's: resuming with other sizes could only fail
+            setattr(cfg, key, saved[key])
+        self.cfg = cfg.validate()
+        self.tracker_options = tracker or TrackerOptions(backend="none")
+        seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
         self.dataset = build_dataset(cfg)
+        self.sampler = EpochSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
+                                    rank=self.dist.rank, world_size=self.dist.world_size)
         gen, disc = build_models(cfg)
         self.gen_module, self.disc_module = gen.to(self.device), disc.to(self.device)
         self.gen, self.disc = wrap_ddp(self.gen_module, self.device), wrap_ddp(self.disc_module, self.device)
@@ -115,26 +105,37 @@ class Trainer:
         models = [self.gen_module, self.disc_module]
         self.amp_g = MixedPrecision(cfg.precision, self.device, modules=models)
         self.amp_d = MixedPrecision(cfg.precision, self.device, modules=models)
-        self.manager = CheckpointManager(self.out_dir, save_every_n_epochs=0, monitor="hole_l1", mode="min")
+        # Where the run is: epochs done, batches of the current epoch done, G steps that went through.
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
-        if state is not None:
-            info = restore_training_state(state, self.stateful(), kind=KIND, source=resume)
-            self.global_step = info.global_step
-            self.epoch = int(info.extra.get("epoch", info.epoch))
-            self.batch_in_epoch = int(info.extra.get("batch_in_epoch", 0))
-            self.manager.best_metric = info.best_metric
-            if is_main_process():
-                print(f"resumed from {resume}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
-                      f"step {self.global_step}", file=sys.stderr)
-        opts = tracker or TrackerOptions(backend="none")
-        self.tracker = create_tracker(opts.backend, self.out_dir, project=opts.project, run_name=opts.run_name,
-                                      config=cfg.to_dict(), entity=opts.entity)
-        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.means = RunningMeans()
+        self.step_files: list[str] = []  # this run's checkpoint_<step>.pt, oldest first (--keep-last prunes)
+        self._resume_or_start()
         self.sample_batch = self._fixed_samples()
 
     def stateful(self) -> dict:
         return {"generator": self.gen_module, "discriminator": self.disc_module, "opt_g": self.opt_g,
                 "opt_d": self.opt_d, "amp_g": self.amp_g, "amp_d": self.amp_d}
+
+    def _resume_or_start(self) -> None:
+        """Restore a resumed run's position; make ``metrics.jsonl`` hold exactly what this run has logged."""
+        extra, run = {}, self.run
+        if run.resuming:
+            info = run.restore(self.stateful())
+            extra, self.global_step = info.extra, info.global_step
+            self.epoch, self.batch_in_epoch = int(extra.get("epoch", info.epoch)), int(extra.get("batch_in_epoch", 0))
+            self.means.load_state_dict(extra.get("running", {}))
+            self.step_files = list(extra.get("step_checkpoints", []))
+            if is_main_process():
+                print(f"resumed from {run.resume_path}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
+                      f"step {self.global_step}", file=sys.stderr)
+        if is_main_process():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ours = run.resuming and run.resume_path.parent.resolve() == self.out_dir.resolve()
+            with self.metrics_path.open("a") as handle:
+                # A new run (--overwrite too) starts its own file; a resumed one drops what was logged after
+                # its checkpoint, which it logs again.
+                size = handle.tell()
+                handle.truncate(min(int(extra.get("metrics_bytes", size)), size) if ours else 0)
 
     def _fixed_samples(self) -> dict[str, torch.Tensor]:
         old_epoch = getattr(self.dataset, "epoch", 0)
@@ -143,17 +144,9 @@ class Trainer:
         self.dataset.epoch = old_epoch
         return {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("masked", "gt", "mask")}
 
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
-        self.dataset.epoch = epoch
-        sampler = EpochSampler(len(self.dataset), self.cfg.seed, epoch, self.cfg.batch_size, start_batch,
-                               self.dist.rank, self.dist.world_size)
-        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=self.cfg.workers, worker_init_fn=seed_worker,
-                          generator=make_generator(self.cfg.seed + epoch), pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
-
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, float] | None:
+        """One D step (+ lazy R1) and one G step; the logged values, or ``None`` if G's step was skipped."""
         cfg = self.cfg
         masked = batch["masked"].to(self.device, non_blocking=True)
         gt = batch["gt"].to(self.device, non_blocking=True)
@@ -167,7 +160,7 @@ class Trainer:
         with self.amp_d.autocast():
             logits = self.disc(torch.cat([gt, fake.float()]), torch.cat([mask, mask])).float()
         real_logits, fake_logits = logits.chunk(2)
-        d_loss = d_loss_nonsaturating(real_logits, fake_logits)
+        d_loss = losses.d_loss_nonsaturating(real_logits, fake_logits)
         self.amp_d.backward_and_step(d_loss, self.opt_d, max_grad_norm=cfg.max_grad_norm)
         logs.update(d_loss=d_loss.item(), d_real=real_logits.mean().item(), d_fake=fake_logits.mean().item())
 
@@ -175,7 +168,7 @@ class Trainer:
         if cfg.r1_gamma > 0 and self.global_step % cfg.d_reg_interval == 0:
             real = gt.detach().requires_grad_(True)
             real_logits = self.disc(real, mask).float()  # fp32: a squared gradient overflows fp16
-            r1 = r1_penalty(real_logits, real)
+            r1 = losses.r1_penalty(real_logits, real)
             # "+ 0 * logits" keeps every D parameter in the graph (DDP insists).
             reg = r1 * (cfg.r1_gamma / 2) * cfg.d_reg_interval + 0 * real_logits.mean()
             self.amp_d.backward_and_step(reg, self.opt_d, max_grad_norm=cfg.max_grad_norm)
@@ -186,134 +179,132 @@ class Trainer:
         self.disc.requires_grad_(False)
         with self.amp_g.autocast():
             raw, composed = self.gen(masked, mask)
-            adv = g_loss_nonsaturating(self.disc_module(composed, mask).float())
-        rec, hole, valid = reconstruction_loss(raw.float(), gt, mask, cfg.hole_weight)
+            adv = losses.g_loss_nonsaturating(self.disc_module(composed, mask).float())
+        rec, hole, valid = losses.reconstruction_loss(raw.float(), gt, mask, cfg.hole_weight)
         g_loss = cfg.adv_weight * adv + cfg.l1_weight * rec
-        self.amp_g.backward_and_step(g_loss, self.opt_g, max_grad_norm=cfg.max_grad_norm)
+        g_step = self.amp_g.backward_and_step(g_loss, self.opt_g, max_grad_norm=cfg.max_grad_norm)
         self.disc.requires_grad_(True)
         logs.update(g_loss=g_loss.item(), g_adv=adv.item(), hole_l1=hole.item(), valid_l1=valid.item())
-        return logs
+        return logs if g_step.stepped else None
 
-    # ------------------------------------------------------------------ checkpoints and samples
-    def _state(self, epoch: int, batch_in_epoch: int) -> dict:
-        return make_training_state(kind=KIND, epoch=epoch, global_step=self.global_step, objects=self.stateful(),
-                                   best_metric=self.manager.best_metric, config=self.cfg.to_dict(),
-                                   extra={"epoch": epoch, "batch_in_epoch": batch_in_epoch})
+    # ------------------------------------------------------------------ checkpoints, samples, logs
+    def state(self) -> dict:
+        size = self.metrics_path.stat().st_size if is_main_process() else 0
+        extra = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "running": self.means.state_dict(),
+                 "step_checkpoints": list(self.step_files), "metrics_bytes": size}
+        return self.run.state(epoch=self.epoch, global_step=self.global_step, objects=self.stateful(),
+                              config=self.cfg.to_dict(), extra=extra)
 
-    def save_step_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
+    def save_step_checkpoint(self) -> None:
+        """``checkpoint_<step>.pt``; with ``keep_last`` only the newest of *this run's* are kept."""
         path = self.out_dir / f"checkpoint_{self.global_step}.pt"
-        state = self._state(epoch, batch_in_epoch)
+        if path.name not in self.step_files:
+            self.step_files.append(path.name)
+        pruned = self.step_files[: -self.cfg.keep_last] if self.cfg.keep_last else []
+        self.step_files = self.step_files[len(pruned):]
+        state = self.state()
         # On every rank (they hold the same weights), so that all of them stop together if it raises.
         ensure_finite(state, f"step {self.global_step}", path)
-        if not is_main_process():
-            return
-        save_checkpoint(path, state)
-        old = sorted(self.out_dir.glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-        for path in old[:-KEEP_STEP_CHECKPOINTS]:
-            path.unlink(missing_ok=True)
-
-    def save_latest(self, epoch: int, batch_in_epoch: int) -> None:
         if is_main_process():
-            save_checkpoint(self.manager.latest_path, self._state(epoch, batch_in_epoch))
+            save_checkpoint(path, state)
+            for name in pruned:
+                (self.out_dir / name).unlink(missing_ok=True)
 
     @torch.no_grad()
-    def save_samples(self, epoch: int) -> Path | None:
+    def save_samples(self) -> None:
         """Grid: one row per sample, masked | generated | ground truth."""
         if not is_main_process():
-            return None
+            return
         s = self.sample_batch
         _, composed = self.gen_module(s["masked"], s["mask"])
         rows = [[(s["masked"][i] + 1) / 2, (composed[i] + 1) / 2, (s["gt"][i] + 1) / 2] for i in range(len(composed))]
-        path = save_image_grid(self.out_dir / "samples" / f"epoch_{epoch:04d}.png", rows)
-        from shared.images import make_grid
-
-        self.tracker.log_image("samples", make_grid(rows), self.global_step)
-        return path
+        epoch = self.epoch + (self.batch_in_epoch > 0)  # a mid-epoch grid is named after its epoch
+        save_image_grid(self.out_dir / "samples" / f"epoch_{epoch:04d}.png", rows)
+        self.run.tracker.log_image("samples", make_grid(rows), self.global_step)
 
     @torch.no_grad()
     def fixed_hole_l1(self) -> float:
         """Hole L1 of the fixed sample images: a noise-free progress measure (same images, same masks)."""
         s = self.sample_batch
         raw, _ = self.gen_module(s["masked"], s["mask"])
-        _, hole, _ = reconstruction_loss(raw.float(), s["gt"], s["mask"], self.cfg.hole_weight)
+        _, hole, _ = losses.reconstruction_loss(raw.float(), s["gt"], s["mask"], self.cfg.hole_weight)
         return float(hole)
 
     def _log(self, logs: dict[str, float]) -> None:
-        if not is_main_process():
-            return
-        self.tracker.log_metrics({f"train/{k}": v for k, v in logs.items()}, self.global_step)
-        with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps({"step": self.global_step, **{k: round(v, 6) for k, v in logs.items()}}) + "\n")
+        """Tracker keys ``train/<name>``; ``metrics.jsonl`` (and the loss curve) the plain names."""
+        if is_main_process():
+            self.run.tracker.log_metrics({f"train/{k}": v for k, v in logs.items()}, self.global_step)
+            with self.metrics_path.open("a") as handle:
+                handle.write(json.dumps({"step": self.global_step, **{k: round(v, 6) for k, v in logs.items()}}) + "\n")
 
     # ------------------------------------------------------------------ the loop
-    def fit(self) -> dict[str, float]:
-        """Train to ``cfg.num_epochs`` (or ``cfg.max_steps``); returns the last epoch's mean losses."""
+    def train_epoch(self) -> bool:
+        """The current epoch from batch ``batch_in_epoch`` on; ``True`` when a signal or the budget stops the run."""
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        summary: dict[str, float] = {}
+        self.dataset.epoch = self.epoch
+        self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * cfg.batch_size)
+        loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
+                            worker_init_fn=seed_worker, generator=make_generator(cfg.seed + self.epoch),
+                            pin_memory=self.device.type == "cuda")
+        with tqdm(loader, desc=f"epoch {self.epoch + 1}/{cfg.num_epochs}", disable=not is_main_process(),
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            for batch in bar:
+                try:
+                    logs = self.train_step(batch)
+                except NonFiniteError as exc:
+                    # Resumable at this batch; the skipped steps before it changed no weights.
+                    raise self.run.diverged(exc, self.state()) from None
+                self.batch_in_epoch += 1
+                if logs is not None:
+                    self.global_step += 1
+                    self.means.add(logs)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in self.means.local().items()
+                                     if k in ("g_loss", "d_loss", "hole_l1")})
+                    if self.global_step % cfg.log_interval == 0 or self.global_step == 1:
+                        self._log(logs)
+                    if self.global_step % cfg.save_interval == 0:
+                        self.save_step_checkpoint()
+                if self.run.should_stop(self.global_step):
+                    return True
+        return False
+
+    def end_epoch(self) -> dict[str, float]:
+        """Epoch means, the fixed-sample hole L1, samples; latest/best through the run."""
+        summary = self.means.reduced()
+        summary["fixed_hole_l1"] = self.fixed_hole_l1()
+        self._log({"fixed_hole_l1": summary["fixed_hole_l1"]})
+        if is_main_process():
+            print(f"epoch {self.epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary.items())),
+                  file=sys.stderr)
+        self.epoch, self.batch_in_epoch, self.means = self.epoch + 1, 0, RunningMeans()
+        if self.epoch % self.cfg.sample_interval == 0 or self.epoch == self.cfg.num_epochs:
+            self.save_samples()
+        self.run.end_epoch(self.state(), self.epoch, summary.get("hole_l1"))
+        return summary
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``cfg.num_epochs``; returns the last epoch's means. A budget's stop returns too (``latest.pth``,
+        samples and loss curve written); a signal's raises ``SystemExit(EXIT_PREEMPTED)`` after ``latest.pth``."""
+        cfg, run, opts = self.cfg, self.run, self.tracker_options
+        summary, status = {}, 0
+        run.open_tracker(opts.backend, self.out_dir, project=opts.project, run_name=opts.run_name,
+                         config=cfg.to_dict(), entity=opts.entity)
         try:
-            with GracefulStop() as stop:
-                for epoch in range(self.epoch, cfg.num_epochs):
-                    start = self.batch_in_epoch if epoch == self.epoch else 0
-                    loader = self._loader(epoch, start)
-                    sums: dict[str, float] = defaultdict(float)
-                    count, completed = 0, True
-                    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main_process(),
-                               dynamic_ncols=True, file=sys.stderr)
-                    for batch_index, batch in enumerate(bar, start=start):
-                        try:
-                            logs = self.train_step(batch)
-                        except NonFiniteError as exc:
-                            # Resumable at this batch; the skipped steps before it changed no weights.
-                            bar.close()
-                            state = self._state(epoch, batch_index)
-                            raise diverged(exc, state, self.manager.latest_path) from None
-                        self.global_step += 1
-                        count += 1
-                        for k, v in logs.items():
-                            sums[k] += v
-                        bar.set_postfix({k: f"{sums[k] / count:.3f}" for k in ("g_loss", "d_loss", "hole_l1")})
-                        if self.global_step % cfg.log_interval == 0 or self.global_step == 1:
-                            self._log(logs)
-                        if self.global_step % cfg.save_interval == 0:
-                            self.save_step_checkpoint(epoch, batch_index + 1)
-                        if stop.should_stop():
-                            self.save_latest(epoch, batch_index + 1)
-                            if is_main_process():
-                                print(f"stopped by {stop.signal_name or 'signal'}; "
-                                      f"saved {self.manager.latest_path}", file=sys.stderr)
-                            # Other ranks leaving first would make torchrun kill rank 0 mid-write.
-                            barrier()
-                            raise SystemExit(EXIT_PREEMPTED)
-                        if cfg.max_steps and self.global_step >= cfg.max_steps:
-                            completed = batch_index + 1 >= start + len(loader)
-                            break
-                    bar.close()
-                    summary = {k: all_reduce_mean(v / max(count, 1)) for k, v in sums.items()}
-                    summary["fixed_hole_l1"] = self.fixed_hole_l1()
-                    self._log({"fixed_hole_l1": summary["fixed_hole_l1"]})
-                    if is_main_process():
-                        print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary.items())),
-                              file=sys.stderr)
-                    if completed:
-                        if (epoch + 1) % cfg.sample_interval == 0 or epoch + 1 == cfg.num_epochs:
-                            self.save_samples(epoch + 1)
-                        metric = summary.get("hole_l1")
-                        state = self._state(epoch + 1, 0)
-                        ensure_finite(state, f"the end of epoch {epoch + 1}", self.manager.latest_path)
-                        self.manager.save(state, epoch + 1,
-                                          metric if metric is not None and math.isfinite(metric) else None)
-                        self.epoch, self.batch_in_epoch = epoch + 1, 0
-                        if cfg.max_steps and self.global_step >= cfg.max_steps:
-                            break
-                    else:
-                        self.save_latest(epoch, batch_index + 1)
-                        self.save_samples(epoch + 1)
+            with run:
+                while self.epoch < cfg.num_epochs:
+                    stopping = self.train_epoch()
+                    if self.batch_in_epoch >= self.sampler.batches_per_epoch(cfg.batch_size):
+                        summary = self.end_epoch()
+                    if stopping and self.epoch < cfg.num_epochs:
+                        status = run.stop(self.state(), f"at epoch {self.epoch + 1}, batch {self.batch_in_epoch}")
+                        if status == 0 and self.batch_in_epoch:
+                            self.save_samples()
                         break
-            if is_main_process() and self.metrics_path.exists():
-                plot_curves(read_metrics(self.metrics_path), ["fixed_hole_l1", "hole_l1", "valid_l1", "g_adv", "d_loss", "r1"],
-                            self.out_dir / "loss_curve.png", title="gansformer_inpaint training")
+            if status == 0 and is_main_process():
+                plot_curves(read_metrics(self.metrics_path), CURVES, self.out_dir / "loss_curve.png",
+                            title="gansformer_inpaint training")
         finally:
-            self.tracker.finish()
             cleanup_distributed()
+        if status:
+            raise SystemExit(status)
         return summary

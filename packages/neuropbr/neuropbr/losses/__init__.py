@@ -5,8 +5,6 @@ from neuropbr.losses.losses import (
     gan_discriminator_loss,
     gan_generator_loss,
     normal_angle,
-    ssim,
-    ssim_map,
 )
 
-__all__ = ["HybridLoss", "gan_discriminator_loss", "gan_generator_loss", "normal_angle", "ssim", "ssim_map"]
+__all__ = ["HybridLoss", "gan_discriminator_loss", "gan_generator_loss", "normal_angle"]

@@ -8,7 +8,8 @@ HybridLoss total (every term a mean over pixels and batch)::
   + w_gan    · generator adversarial loss                            [when discriminator outputs are given]
 
 So raising ``w_normal_map`` emphasises both normal terms and ``w_albedo`` both albedo terms (the spec's
-recipes). ``loss_type="l1_only"`` keeps the L1 terms alone.
+recipes). ``loss_type="l1_only"`` keeps the L1 terms alone. SSIM is the evaluation metric itself
+(``shared.metrics.ssim``, differentiable), averaged over the batch, so the loss optimises what is reported.
 """
 
 from __future__ import annotations
@@ -20,35 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuropbr.maps import MAP_NAMES
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> torch.Tensor:
-    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim_map(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5,
-             data_range: float = 1.0) -> torch.Tensor:
-    """Per-pixel SSIM ``(B, C, H', W')`` with a Gaussian window (valid convolution, no padding)."""
-    size = min(window_size, x.shape[-1], x.shape[-2])
-    c = x.shape[1]
-    win = gaussian_window(size, sigma, x.device, torch.float32).expand(c, 1, size, size)
-    x, y = x.float(), y.float()
-    mu_x = F.conv2d(x, win, groups=c)
-    mu_y = F.conv2d(y, win, groups=c)
-    sxx = F.conv2d(x * x, win, groups=c) - mu_x**2
-    syy = F.conv2d(y * y, win, groups=c) - mu_y**2
-    sxy = F.conv2d(x * y, win, groups=c) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5,
-         data_range: float = 1.0) -> torch.Tensor:
-    """Mean SSIM of two ``(B, C, H, W)`` images."""
-    return ssim_map(x, y, window_size, sigma, data_range).mean()
+from shared.metrics import ssim
 
 
 def normal_angle(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -114,7 +87,7 @@ class HybridLoss(nn.Module):
             l1_sum = l1_sum + self.map_weights[name] * l1
         total = cfg.w_l1 * l1_sum
         if cfg.loss_type != "l1_only":
-            s = ssim(pred["albedo"], target["albedo"])
+            s = ssim(pred["albedo"], target["albedo"]).mean()
             parts["ssim_albedo"] = s.detach()
             if cfg.w_ssim:
                 total = total + cfg.w_ssim * cfg.w_albedo * (1.0 - s)

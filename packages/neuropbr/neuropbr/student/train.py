@@ -8,6 +8,7 @@ one of the students (``--config configs/mobilenetv3_512.py`` …) on the distill
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from dataclasses import dataclass
@@ -23,20 +24,15 @@ from neuropbr.student.data import StudentDataset, SyntheticStudentDataset, split
 from neuropbr.student.factory import STUDENT_KIND, build_student
 from neuropbr.student.losses import DistillationLoss
 from shared import distributed as dist
-from shared.amp import PRECISIONS, MixedPrecision, NonFiniteError, diverged, ensure_finite
-from shared.checkpoint import (
-    CheckpointManager,
-    load_checkpoint,
-    make_training_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from shared.amp import PRECISIONS, MixedPrecision, NonFiniteError
+from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.errors import ConfigError, cli_entry
-from shared.images import save_image_grid
-from shared.preemption import EXIT_PREEMPTED, GracefulStop
-from shared.seed import make_generator, seed_everything
-from shared.tracking import TRACKERS, create_tracker
+from shared.images import read_image, save_image_grid
+from shared.sampler import EpochSampler
+from shared.seed import seed_everything
+from shared.tracking import TRACKERS
+from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments
 
 BEST_EXPORT = "best_student.pth"
 
@@ -65,17 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, help="fp32 | fp16 | bf16 autocast (default training.precision)")
     p.add_argument("--seed", type=int, help="override training.seed")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (bit-exact resume on CPU)")
-    p.add_argument("--resume", help="checkpoint to resume from (e.g. checkpoints_student/latest.pth)")
+    p.add_argument("--resume", metavar="PATH|auto",
+                   help="checkpoint to resume from (e.g. checkpoints_student/latest.pth); 'auto': latest.pth in "
+                        "--checkpoint-dir if there is one, else start fresh")
     p.add_argument("--tracker", choices=TRACKERS, help="tensorboard (default) | mlflow | wandb | none")
     p.add_argument("--tracker-dir", help="where the tracker writes (default <checkpoint-dir>/logs)")
+    add_run_arguments(p, resume=False)
     return p
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[StudentConfig, dict | None]:
-    """The run's config: from the checkpoint on ``--resume``, else from ``--config``; then CLI overrides."""
-    resume_state = None
-    if args.resume:
-        resume_state = load_checkpoint(args.resume)
+def resolve_config(args: argparse.Namespace, resume_state: dict | None = None) -> StudentConfig:
+    """The run's config: the resumed checkpoint's, else ``--config``'s; then CLI overrides."""
+    if resume_state is not None:
         if resume_state.get("kind") != STUDENT_KIND:
             raise ConfigError(f"{args.resume}: not a student training checkpoint (kind={resume_state.get('kind')!r})")
         cfg = config_from_dict(resume_state.get("config", {}))
@@ -94,7 +91,22 @@ def resolve_config(args: argparse.Namespace) -> tuple[StudentConfig, dict | None
             setattr(section, key, value)
     if t.epochs < 1 or t.batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be >= 1")
-    return cfg.validate(), resume_state
+    return cfg.validate()
+
+
+def open_run(args: argparse.Namespace) -> tuple[TrainingRun, StudentConfig]:
+    """The run (folder guard, resume, budget) and its config, which a resumed checkpoint brings."""
+    fresh = resolve_config(args) if args.resume in (None, "auto") else None
+
+    def checkpoints(cfg: StudentConfig | None) -> CheckpointManager:
+        t = (cfg or StudentConfig()).training
+        return CheckpointManager(args.checkpoint_dir, t.save_every_n_epochs, t.keep_last, monitor="val_loss")
+
+    run = TrainingRun(STUDENT_KIND, checkpoints(fresh), resume=args.resume, overwrite=args.overwrite,
+                      budget=Budget(args.max_minutes, args.max_steps))
+    cfg = resolve_config(args, run.checkpoint) if run.resuming else fresh
+    run.manager = checkpoints(cfg)
+    return run, cfg
 
 
 def build_dataset(cfg: StudentConfig, args: argparse.Namespace) -> Dataset:
@@ -120,16 +132,6 @@ class Batch:
 def to_batch(items, device: torch.device) -> Batch:
     views, target, teacher = (x.to(device, non_blocking=True) for x in items)
     return Batch(views, tensor_to_maps(target), tensor_to_maps(teacher) if teacher.numel() else None)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """This process's sample order for ``epoch``: a permutation seeded by (seed, epoch), split across
-    ranks, so a resumed run (even mid-epoch) sees exactly the order the interrupted one did."""
-    perm = torch.randperm(n, generator=make_generator(seed * 100_003 + epoch)).tolist()
-    world, rank = dist.get_world_size(), dist.get_rank()
-    per_rank = max(1, math.ceil(n / world))
-    perm = (perm * (1 + per_rank * world // max(n, 1)))[: per_rank * world]  # pad by wrapping
-    return perm[rank::world]
 
 
 def cosine_lr(base: float, floor: float, epoch: int, epochs: int) -> float:
@@ -189,62 +191,58 @@ def export_student(path: Path, model, cfg: StudentConfig) -> Path:
 
 
 def train(args: argparse.Namespace) -> int:
-    cfg, resume_state = resolve_config(args)
+    run, cfg = open_run(args)
     t = cfg.training
     info = dist.init_distributed(device=t.device)
+    main = info.is_main
     try:
         seed_everything(t.seed + info.rank, deterministic=args.deterministic)
         device = resolve_device(t.device)
         ckpt_dir = Path(args.checkpoint_dir)
-        if resume_state is None and (ckpt_dir / "latest.pth").exists():
-            raise ConfigError(f"{ckpt_dir / 'latest.pth'} already exists; resume with --resume {ckpt_dir / 'latest.pth'} "
-                              "or choose another --checkpoint-dir (nothing is overwritten)")
         dataset = build_dataset(cfg, args)
         train_idx, val_idx = split_indices(dataset.group_keys, cfg.data.val_ratio, t.seed)
-        train_set = Subset(dataset, train_idx)
-        val_set = Subset(dataset, val_idx) if val_idx else None
+        sampler = EpochSampler(train_idx, seed=t.seed)
 
         model = build_student(cfg).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         amp = MixedPrecision(t.precision, device, modules=[model])
         loss_fn = DistillationLoss(cfg.loss)
-        manager = CheckpointManager(ckpt_dir, save_every_n_epochs=t.save_every_n_epochs, keep_last=t.keep_last,
-                                    monitor="val_loss")
-        start_epoch, global_step, skip_batches = 0, 0, 0
         objects = {"model": model, "optimizer": optimizer, "amp": amp}
-        if resume_state is not None:
-            resumed = restore_training_state(resume_state, objects, kind=STUDENT_KIND, source=args.resume)
+        start_epoch, global_step, skip_batches, means = 0, 0, 0, RunningMeans()
+        if run.resuming:
+            resumed = run.restore(objects)
             start_epoch, global_step = resumed.epoch, resumed.global_step
-            manager.best_metric = resumed.best_metric
             skip_batches = int(resumed.extra.get("batches_done", 0))
-            print(f"Resumed from {args.resume}: epoch {start_epoch}, step {global_step}"
-                  + (f", {skip_batches} batches into the epoch" if skip_batches else ""))
+            means.load_state_dict(resumed.extra.get("running", {}))
+            if main:
+                print(f"Resumed from {run.resume_path}: epoch {start_epoch}, step {global_step}"
+                      + (f", {skip_batches} batches into the epoch" if skip_batches else ""))
         model = dist.wrap_ddp(model, device)
-        tracker = create_tracker(t.tracker, args.tracker_dir or ckpt_dir / "logs", project="neuropbr-student",
-                                 config=cfg.to_dict())
-        workers = cfg.data.num_workers
-        loader_kw = {"batch_size": t.batch_size, "num_workers": workers, "pin_memory": device.type == "cuda",
-                     "persistent_workers": False}
-        val_loader = DataLoader(val_set, shuffle=False, **loader_kw) if val_set else None
+        tracker = run.open_tracker(t.tracker, args.tracker_dir or ckpt_dir / "logs", project="neuropbr-student",
+                                   config=cfg.to_dict())
+        loader_kw = {"batch_size": t.batch_size, "num_workers": cfg.data.num_workers,
+                     "pin_memory": device.type == "cuda", "persistent_workers": False}
+        val_loader = (DataLoader(dataset, sampler=EpochSampler(val_idx, shuffle=False), **loader_kw)
+                      if val_idx else None)
 
         def state(epoch: int, batches_done: int = 0) -> dict:
-            return make_training_state(kind=STUDENT_KIND, epoch=epoch, global_step=global_step, objects=objects,
-                                       best_metric=manager.best_metric, config=cfg.to_dict(),
-                                       extra={"batches_done": batches_done})
+            return run.state(epoch=epoch, global_step=global_step, objects=objects, config=cfg.to_dict(),
+                             extra={"batches_done": batches_done, "running": means.state_dict()})
 
-        with GracefulStop() as stop:
+        def log_train(logs: dict[str, float]) -> None:
+            tracker.log_metrics({f"train/{k}": v for k, v in logs.items()} | {"train/lr": optimizer.param_groups[0]["lr"]},
+                                global_step)
+
+        with run:
             for epoch in range(start_epoch, t.epochs):
                 set_lr(optimizer, cosine_lr(t.lr, t.min_lr, epoch, t.epochs))
-                order = epoch_order(len(train_set), t.seed, epoch)
-                limit = len(order) if not args.max_steps_per_epoch else min(len(order), args.max_steps_per_epoch * t.batch_size)
-                first = skip_batches * t.batch_size
-                skip_batches = 0
-                loader = DataLoader(Subset(train_set, order[first:limit]), shuffle=False, **loader_kw)
-                running: dict[str, float] = {}
-                steps = 0
-                bar = tqdm(loader, desc=f"Epoch {epoch + 1}", disable=not dist.is_main_process(),
-                           total=len(loader), dynamic_ncols=True)
-                done = first // t.batch_size
+                sampler.set_epoch(epoch, start=skip_batches * t.batch_size)
+                loader = DataLoader(dataset, sampler=sampler, shuffle=False, **loader_kw)
+                done, skip_batches = skip_batches, 0
+                steps = len(loader) if not args.max_steps_per_epoch else max(0, min(len(loader), args.max_steps_per_epoch - done))
+                bar = tqdm(itertools.islice(loader, steps), desc=f"Epoch {epoch + 1}", disable=not main, total=steps,
+                           dynamic_ncols=True)
+                last, logged = None, False
                 for items in bar:
                     batch = to_batch(items, device)
                     with amp.autocast():
@@ -252,53 +250,47 @@ def train(args: argparse.Namespace) -> int:
                     pred = {k: v.float() for k, v in pred.items()}
                     loss, logs = loss_fn(pred, batch.teacher, batch.target)
                     try:
-                        amp.backward_and_step(loss, optimizer, max_grad_norm=t.grad_clip_norm)
+                        result = amp.backward_and_step(loss, optimizer, max_grad_norm=t.grad_clip_norm)
                     except NonFiniteError as exc:
                         bar.close()
                         # Resumable at this batch; the skipped steps before it changed no weights.
-                        raise diverged(exc, state(epoch, done), manager.latest_path) from None
-                    global_step += 1
-                    steps += 1
+                        raise run.diverged(exc, state(epoch, done)) from None
                     done += 1
-                    for k, v in logs.items():
-                        running[k] = running.get(k, 0.0) + v
-                    bar.set_postfix(loss=f"{running['loss'] / steps:.4f}")
-                    if global_step % t.log_every_n_steps == 0:
-                        tracker.log_metrics({f"train/{k}": v for k, v in logs.items()} | {"train/lr": optimizer.param_groups[0]["lr"]},
-                                            global_step)
-                    if stop.should_stop():
-                        if dist.is_main_process():  # latest.pth only: the epoch is not finished
-                            save_checkpoint(manager.latest_path, state(epoch, done))
-                            print(f"Stopped by {stop.signal_name or 'signal'}; saved {manager.latest_path}",
-                                  file=sys.stderr)
-                        # Other ranks leaving first would make torchrun kill rank 0 mid-write.
-                        dist.barrier()
-                        tracker.finish()
-                        return EXIT_PREEMPTED
-                train_loss = dist.all_reduce_mean(running.get("loss", 0.0) / max(steps, 1))
+                    if result.stepped:
+                        global_step += 1
+                        means.add(logs)
+                        last = logs
+                        bar.set_postfix(loss=f"{means.local()['loss']:.4f}")
+                        if global_step % t.log_every_n_steps == 0:
+                            log_train(logs)
+                            logged = True
+                    if run.should_stop(global_step):
+                        bar.close()
+                        return run.stop(state(epoch, done), f"at epoch {epoch + 1}, batch {done}")
+                bar.close()
+                if last is not None and not logged:
+                    log_train(last)  # an epoch shorter than log_every_n_steps still charts its train/* values
+                train, means = means.reduced(), RunningMeans()
                 val = evaluate(model, val_loader, loss_fn, amp, device) if val_loader else {}
-                metric = val.get("loss", train_loss)
-                improved = manager.is_better(metric)
-                epoch_state = state(epoch + 1)
-                ensure_finite(epoch_state, f"the end of epoch {epoch + 1}", manager.latest_path)
-                written = manager.save(epoch_state, epoch + 1, metric)
-                if dist.is_main_process():
-                    print(f"Epoch {epoch + 1} Summary:\n  Distillation Loss: {train_loss:.4f}")
-                    if val:
-                        print(f"[Validation] Epoch {epoch + 1} - Loss: {val['loss']:.4f}")
-                    tracker.log_metrics({"epoch/train_loss": train_loss} | {f"val/{k}": v for k, v in val.items()},
-                                        epoch + 1)
-                    if improved:
-                        export_student(ckpt_dir / BEST_EXPORT, model, cfg)
-                    for path in written:
-                        print(f"Saved checkpoint: {path}")
-                    if (epoch + 1) % t.log_images_every_n_epochs == 0 or epoch + 1 == t.epochs:
-                        grid = save_samples(ckpt_dir / "samples" / f"epoch_{epoch + 1:04d}.png",
-                                            dist.unwrap_model(model), val_set or train_set, cfg, device)
-                        from shared.images import read_image
-
-                        tracker.log_image("samples", read_image(grid), epoch + 1)
-        tracker.finish()
+                metric = val.get("loss", train.get("loss"))
+                improved = run.manager.is_better(metric)
+                written = run.end_epoch(state(epoch + 1), epoch + 1, metric)
+                tracker.log_metrics({f"epoch/train_{k}": v for k, v in train.items()} | {"epoch": epoch + 1}
+                                    | {f"val/{k}": v for k, v in val.items()}, global_step)
+                if not main:
+                    continue
+                print(f"Epoch {epoch + 1} Summary:"
+                      + (f"\n  Distillation Loss: {train['loss']:.4f}" if "loss" in train else ""))
+                if val:
+                    print(f"[Validation] Epoch {epoch + 1} - Loss: {val['loss']:.4f}")
+                if improved:
+                    export_student(ckpt_dir / BEST_EXPORT, model, cfg)
+                for path in written:
+                    print(f"Saved checkpoint: {path}")
+                if (epoch + 1) % t.log_images_every_n_epochs == 0 or epoch + 1 == t.epochs:
+                    grid = save_samples(ckpt_dir / "samples" / f"epoch_{epoch + 1:04d}.png", dist.unwrap_model(model),
+                                        Subset(dataset, val_idx or train_idx), cfg, device)
+                    tracker.log_image("samples", read_image(grid), global_step)
         return 0
     finally:
         dist.cleanup_distributed()

@@ -6,17 +6,12 @@ from collections.abc import Mapping
 
 import torch
 
-from neuropbr.losses.losses import normal_angle, ssim
+from neuropbr.losses.losses import normal_angle
 from neuropbr.maps import MAP_NAMES, encode_normal
+from shared.metrics import psnr, ssim
 
 ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)
 _BINS = 1800  # 0.1° histogram bins for the median
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR (dB) over the whole tensor; capped at 100 dB for identical inputs."""
-    mse = torch.mean((pred.float() - target.float()) ** 2)
-    return (10 * torch.log10(data_range**2 / mse.clamp_min(1e-10))).clamp(max=100.0)
 
 
 def _display(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -35,13 +30,12 @@ class MetricAccumulator:
 
     def update(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> None:
         batch = pred["albedo"].shape[0]
-        for b in range(batch):
-            for name in MAP_NAMES:
-                p = _display(name, pred[name][b : b + 1])
-                t = _display(name, target[name][b : b + 1])
-                self._add(f"psnr_{name}", float(psnr(p, t)))
-                self._add(f"ssim_{name}", float(ssim(p, t)))
-                self._add(f"mae_{name}", float((p - t).abs().mean()))
+        for name in MAP_NAMES:
+            p, t = _display(name, pred[name]), _display(name, target[name])
+            # Sums of per-image values (PSNR capped at 100 dB): compute() divides by the image count.
+            self._add(f"psnr_{name}", float(psnr(p, t).sum()))
+            self._add(f"ssim_{name}", float(ssim(p, t).sum()))
+            self._add(f"mae_{name}", float((p - t).abs().flatten(1).mean(dim=1).sum()))
         angles = torch.rad2deg(normal_angle(pred["normal"], target["normal"])).flatten().double().cpu()
         self.angle_hist += torch.histc(angles, bins=_BINS, min=0.0, max=180.0)
         self.angle_pixels += angles.numel()
@@ -80,17 +74,3 @@ def compute_metrics(pred: Mapping[str, torch.Tensor], target: Mapping[str, torch
     acc = MetricAccumulator()
     acc.update(pred, target)
     return acc.compute()
-
-
-def format_table(metrics: Mapping[str, float]) -> str:
-    """A per-map table (PSNR / SSIM / MAE) plus the normal-angle line, for the console."""
-    lines = [f"{'map':<10} {'PSNR':>8} {'SSIM':>8} {'MAE':>8}"]
-    for name in (*MAP_NAMES, "mean"):
-        if f"psnr_{name}" in metrics:
-            lines.append(f"{name:<10} {metrics[f'psnr_{name}']:>8.2f} {metrics[f'ssim_{name}']:>8.4f} "
-                         f"{metrics[f'mae_{name}']:>8.4f}")
-    if "normal_angle_mean" in metrics:
-        within = "  ".join(f"<{t}°: {metrics[f'normal_within_{t}']:.1f}%" for t in ANGLE_THRESHOLDS)
-        lines.append(f"normal angle: mean {metrics['normal_angle_mean']:.2f}°  median "
-                     f"{metrics['normal_angle_median']:.2f}°  rmse {metrics['normal_angle_rmse']:.2f}°  {within}")
-    return "\n".join(lines)
