@@ -67,11 +67,19 @@ from shared.tiling import (
     tiled_forward,
 )
 from shared.tracking import TRACKERS, Tracker, create_tracker
-from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments, resolve_resume
+from shared.training import (
+    Budget,
+    RunningMeans,
+    TrainingRun,
+    add_run_arguments,
+    resolve_resume,
+    validation_line,
+    validation_metrics,
+)
 
 __all__ = [
     "Budget", "EpochSampler", "RunningMeans", "TrainingRun", "add_run_arguments", "epoch_permutation",
-    "resolve_resume",
+    "resolve_resume", "validation_line", "validation_metrics",
     "DEVICE_CHOICES", "EXIT_PREEMPTED", "EXIT_SOME_FAILED", "IMAGE_EXTENSIONS", "PRECISIONS", "TRACKERS",
     "PSNR_CAP", "psnr", "ssim", "ssim_map",
     "CheckpointError", "CheckpointManager", "ConfigError", "DataError", "DistInfo", "GracefulStop",

@@ -140,6 +140,32 @@ class RunningMeans:
         self.sums, self.count = dict(state.get("sums", {})), int(state.get("count", 0))
 
 
+def validation_metrics(model: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]],
+                       prefix: str = "val/") -> dict[str, float]:
+    """The tracker's names for a validation: ``val/psnr`` for the model, ``val/psnr_input`` beside it.
+
+    ``baselines`` maps a baseline's name (``"input"``: doing nothing) to its values of the same
+    metrics, so that every chart and console line shows whether the model beats it.
+    """
+    logged = {f"{prefix}{name}": float(value) for name, value in model.items()}
+    for baseline, values in baselines.items():
+        logged.update({f"{prefix}{name}_{baseline}": float(value) for name, value in values.items()})
+    return logged
+
+
+def validation_line(model: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]]) -> str:
+    """``val psnr 27.41 (input 26.95) ssim 0.8123 (input 0.8011)``: each metric beside its baselines'."""
+    parts = []
+    for name, value in model.items():
+        beside = [f"{baseline} {_fmt(values[name])}" for baseline, values in baselines.items() if name in values]
+        parts.append(f"{name} {_fmt(value)}" + (f" ({', '.join(beside)})" if beside else ""))
+    return "val " + " ".join(parts)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
 class TrainingRun:
     """One training run's folder, resume, stops, saves and tracker (see the module docstring).
 
@@ -195,6 +221,12 @@ class TrainingRun:
         resume_id = saved.get("run_id") if saved.get("backend") == backend else None
         self.tracker = create_tracker(backend, run_dir, resume_id=resume_id, **kwargs)
         return self.tracker
+
+    def log_validation(self, model: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]],
+                       global_step: int, prefix: str = "val/") -> str:
+        """Log the model's validation metrics and its baselines' at ``global_step``; return the console line."""
+        self.tracker.log_metrics(validation_metrics(model, baselines, prefix), step=global_step)
+        return validation_line(model, baselines)
 
     # ------------------------------------------------------------------ state
     def state(self, *, epoch: int, global_step: int, objects: Mapping[str, Stateful | None],

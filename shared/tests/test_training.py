@@ -14,7 +14,15 @@ from shared.errors import ConfigError
 from shared.preemption import EXIT_PREEMPTED
 from shared.sampler import EpochSampler
 from shared.seed import make_generator, seed_everything
-from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments, resolve_resume
+from shared.training import (
+    Budget,
+    RunningMeans,
+    TrainingRun,
+    add_run_arguments,
+    resolve_resume,
+    validation_line,
+    validation_metrics,
+)
 
 KIND = "toy"
 BATCH, EPOCHS = 4, 3
@@ -155,3 +163,24 @@ def test_budget_and_flags_are_checked():
     add_run_arguments(parser)
     args = parser.parse_args(["--resume", "auto", "--max-minutes", "1.5", "--overwrite"])
     assert (args.resume, args.max_minutes, args.overwrite, args.max_steps) == ("auto", 1.5, True, None)
+
+
+def test_validation_names_and_line_put_each_baseline_beside_the_model():
+    model = {"psnr": 27.4123, "ssim": 0.81234}
+    baselines = {"input": {"psnr": 26.95, "ssim": 0.8011}, "mean": {"psnr": 12.5}}
+    assert validation_metrics(model, baselines) == {
+        "val/psnr": 27.4123, "val/ssim": 0.81234, "val/psnr_input": 26.95, "val/ssim_input": 0.8011,
+        "val/psnr_mean": 12.5}
+    assert validation_line(model, baselines) == "val psnr 27.41 (input 26.95, mean 12.50) ssim 0.8123 (input 0.8011)"
+
+
+def test_log_validation_reaches_the_tracker_at_the_global_step(tmp_path):
+    run = TrainingRun("toy", CheckpointManager(tmp_path))
+    tracker = run.open_tracker("tensorboard", tmp_path / "logs")
+    line = run.log_validation({"sad": 6.5}, {"trimap": {"sad": 10.9}}, global_step=7)
+    tracker.finish()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert [(e.step, round(e.value, 3)) for e in events.Scalars("val/sad_trimap")] == [(7, 10.9)]
+    assert line == "val sad 6.5000 (trimap 10.90)"
