@@ -10,7 +10,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 
 from shared.distributed import is_main_process, unwrap_model
 from shared.errors import UserError
+from shared.files import atomic_write
 from shared.seed import capture_rng_state, restore_rng_state
 
 FORMAT_VERSION = 1
@@ -36,33 +36,8 @@ class Stateful(Protocol):
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically.
-
-    The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
-    ``path``; a crash, kill or full disk at any moment leaves either the old file or the new one, never
-    a torn one. The folder is fsynced too so the rename itself survives a power cut.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
-        pass
-    return path
+    """Write ``state`` to ``path`` atomically, readable under the process umask (:mod:`shared.files`)."""
+    return atomic_write(path, lambda handle: torch.save(dict(state), handle))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -8,7 +8,6 @@ grayscale, RGBA, palette, CMYK and 16-bit files are converted as documented in :
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from shared.errors import DataError
+from shared.files import atomic_write
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # 16k × 16k: far above any photo these models see, far below a decompression bomb.
@@ -30,6 +30,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # called bombs. Raised to ours, its hard error (at twice the limit) is only a backstop: ``max_pixels`` decides.
 if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < DEFAULT_MAX_PIXELS:
     Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+
+ORIENTATION_TAG = 0x0112
 
 T = TypeVar("T")
 
@@ -52,7 +54,8 @@ def read_image(
     * RGBA / LA / palette with transparency → the colour channels, alpha dropped;
     * CMYK / YCbCr → RGB through PIL's conversion;
     * 16-bit (``I;16``) and 32-bit integer/float → scaled to the target range, keeping precision in
-      ``float32``.
+      ``float32``;
+    * an EXIF orientation tag is applied, so the array is upright at the size a viewer displays.
 
     ``dtype="uint8"`` gives 0..255; ``"float32"`` gives 0..1.
 
@@ -63,7 +66,7 @@ def read_image(
 
     def decode(img: Image.Image) -> np.ndarray:
         img.load()
-        return _to_array(img, mode, dtype)
+        return _to_array(ImageOps.exif_transpose(img), mode, dtype)
 
     return _with_image(Path(path), max_pixels, decode)
 
@@ -74,7 +77,17 @@ def read_image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXEL
     Same checks and one-line errors as :func:`read_image` for missing, empty, non-image and enormous
     files; a file truncated after its header passes here and fails when it is read.
     """
-    return _with_image(Path(path), max_pixels, lambda img: img.size)
+    return _with_image(Path(path), max_pixels, _displayed_size)
+
+
+def _displayed_size(img: Image.Image) -> tuple[int, int]:
+    # EXIF orientations 5-8 are stored turned a quarter: a phone's portrait photo is wider than tall on disk.
+    # Only the header's EXIF: ``getexif()`` may decode a whole PNG to look for a late chunk.
+    exif = Image.Exif()
+    if "exif" in img.info:
+        exif.load(img.info["exif"])
+    width, height = img.size
+    return (height, width) if exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8) else (width, height)
 
 
 def _with_image(path: Path, max_pixels: int, use: Callable[[Image.Image], T]) -> T:
@@ -129,23 +142,17 @@ def _to_array(img: Image.Image, mode: str, dtype: str) -> np.ndarray:
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:
-    """Write an image atomically (temp file + rename); the format follows the suffix.
+    """Write an image atomically, readable under the process umask; the format follows the suffix.
 
     Accepts a ``(C, H, W)`` / ``(H, W)`` tensor or ``(H, W, C)`` / ``(H, W)`` array; floats are taken
     as 0..1 and clipped, integers as 0..255.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = to_numpy_image(image)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    image_format = Image.registered_extensions().get(path.suffix.lower()) if path.suffix else "PNG"
+    if image_format is None:
+        raise ValueError(f"{path}: unknown image format {path.suffix!r} (use .png, .jpg, .tif, ...)")
+    return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format=image_format))
 
 
 def to_numpy_image(image: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -1,6 +1,9 @@
 import io
+import os
+import stat
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,8 @@ from shared.images import (
     save_image_grid,
     to_tensor,
 )
+
+ROOT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _save(path, array, mode=None):
@@ -152,3 +157,47 @@ def test_fuzzed_bytes_give_an_image_or_the_documented_error(tmp_path, data, pref
         assert str(path) in str(exc)
     else:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+REAL_PHOTO = ROOT_DATA / "retouch" / "original" / "fivek_a2803.png"
+
+
+@pytest.mark.skipif(not REAL_PHOTO.is_file(), reason="real sample images are not beside the repository")
+def test_exif_orientation_6_is_read_upright_at_the_displayed_size(tmp_path):
+    upright = np.asarray(Image.open(REAL_PHOTO).convert("RGB"))[:300, :200]  # portrait: 200 wide, 300 high
+    # What a phone writes for a portrait shot: the pixels turned a quarter clockwise-to-store, tag 6.
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    stored.save(path, quality=98, exif=exif)
+    assert Image.open(path).size == (300, 200)
+    assert read_image_size(path) == (200, 300)
+    read = read_image(path)
+    assert read.shape == (300, 200, 3)
+    assert np.abs(read.astype(int) - upright.astype(int)).mean() < 3  # JPEG error only: not rotated
+    saved = save_image(tmp_path / "out.png", read)
+    assert Image.open(saved).size == (200, 300) and 0x0112 not in Image.open(saved).getexif()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from shared.checkpoint import save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        image = save_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+        checkpoint = save_checkpoint(tmp_path / "c.pth", {"x": torch.zeros(1)})
+        os.umask(0o027)
+        private = save_image(tmp_path / "b.jpg", np.zeros((4, 4, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(image.stat().st_mode) == 0o644
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o644
+    assert stat.S_IMODE(private.stat().st_mode) == 0o640
+    assert Image.open(private).format == "JPEG"
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_an_unknown_suffix_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"out\.xyz: unknown image format"):
+        save_image(tmp_path / "out.xyz", np.zeros((4, 4, 3), np.uint8))
