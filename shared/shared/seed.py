@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ def make_generator(seed: int) -> torch.Generator:
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn`` for DataLoader: derive NumPy/Python seeds from torch's per-worker seed.
+    """``worker_init_fn`` for DataLoader: per-worker NumPy/Python seeds; stop signals left to the main process.
 
     torch seeds each worker's torch RNG from the loader's generator, but NumPy and ``random`` would
     otherwise start identical in every worker and repeat the same augmentations.
@@ -43,6 +44,11 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    # SLURM, `timeout` and container runtimes signal the whole process group. A worker killed by that
+    # SIGTERM makes the main process raise "DataLoader worker ... killed" before it can save its
+    # preemption checkpoint; the main process decides, and ends its workers itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def capture_rng_state() -> dict[str, Any]:

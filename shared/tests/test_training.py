@@ -184,3 +184,48 @@ def test_log_validation_reaches_the_tracker_at_the_global_step(tmp_path):
     events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*")).parent)).Reload()
     assert [(e.step, round(e.value, 3)) for e in events.Scalars("val/sad_trimap")] == [(7, 10.9)]
     assert line == "val sad 6.5000 (trimap 10.90)"
+
+
+GROUP_SIGNAL_SCRIPT = """
+import sys, time
+from pathlib import Path
+import torch
+from torch.utils.data import DataLoader, Dataset
+from shared.checkpoint import CheckpointManager
+from shared.seed import seed_worker
+from shared.training import TrainingRun
+
+class Slow(Dataset):
+    def __len__(self):
+        return 10_000
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return torch.zeros(2)
+
+out = Path(sys.argv[1])
+run = TrainingRun("toy", CheckpointManager(out))
+with run:
+    loader = DataLoader(Slow(), batch_size=2, num_workers=2, worker_init_fn=seed_worker)
+    for step, _ in enumerate(loader, start=1):
+        if step == 3:
+            (out / "ready").touch()
+        if run.should_stop(step):
+            sys.exit(run.stop({"step": step}, where=f"step {step}"))
+"""
+
+
+def test_sigterm_to_the_process_group_with_dataloader_workers_is_a_clean_preemption(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", GROUP_SIGNAL_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ready").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # as SLURM and `timeout` do: workers included
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err
+    assert "Traceback" not in err and "killed by signal" not in err
+    assert (tmp_path / "latest.pth").is_file()
