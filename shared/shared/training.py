@@ -5,8 +5,8 @@ of a run's life:
 
 * the run folder — a new run refuses a folder that holds another run's checkpoints unless the user
   says ``--resume`` or ``--overwrite`` (one line naming the folder);
-* ``--resume PATH`` or ``--resume auto`` (the newest ``latest.pth`` in the folder if there is one, a
-  fresh start if not: what a ``torchrun --max-restarts`` job, a SLURM requeue or a spot instance needs);
+* ``--resume PATH`` or ``--resume auto`` (``latest.pth`` in the folder if there is one, else its newest
+  periodic checkpoint, a fresh start if neither: what a ``torchrun --max-restarts`` job, a SLURM requeue or a spot instance needs);
 * the checkpoint cadence through :class:`~shared.checkpoint.CheckpointManager`, finite-state checks
   before each save, the last good state on divergence;
 * stopping: SIGTERM/SIGINT, a wall-time budget or a step budget, checked after each step, agreed by
@@ -35,7 +35,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,12 +78,20 @@ class Budget:
             raise ConfigError(f"--max-steps must be >= 1, got {self.max_steps}")
 
 
-def resolve_resume(resume: str | os.PathLike | None, latest: Path) -> Path | None:
-    """The checkpoint to resume from: ``auto`` means ``latest`` if it exists, else a fresh start."""
+def resolve_resume(resume: str | os.PathLike | None, latest: Path, others: Iterable[Path] = ()) -> Path | None:
+    """The checkpoint to resume from.
+
+    ``auto`` means ``latest`` if it exists, else the newest of ``others`` (the periodic files: a folder
+    whose ``latest`` was removed still holds the run), else a fresh start. Every file here was written
+    atomically, so whichever exists is complete.
+    """
     if resume is None or str(resume) == "":
         return None
     if str(resume) == RESUME_AUTO:
-        return latest if latest.is_file() else None
+        if latest.is_file():
+            return latest
+        found = [path for path in others if path.is_file()]
+        return max(found, key=lambda path: (path.stat().st_mtime, path.name)) if found else None
     return Path(resume)
 
 
@@ -186,7 +194,8 @@ class TrainingRun:
         self.manager = manager
         self.budget = budget
         self.requested_resume = None if resume is None else str(resume)
-        self.resume_path = resolve_resume(resume, manager.latest_path)
+        self.resume_path = resolve_resume(resume, manager.latest_path,
+                                          manager.directory.glob("checkpoint_epoch_*.pth"))
         if self.resume_path is None:
             check_run_folder(manager, overwrite=overwrite, folder_flag=folder_flag, extra_files=extra_files)
         self.checkpoint: dict[str, Any] | None = (
@@ -195,7 +204,8 @@ class TrainingRun:
         self.stop_reason: str | None = None
         self._signals = GracefulStop()
         self._started = time.monotonic()
-        if self.requested_resume == RESUME_AUTO and distributed.is_main_process():
+        # Trainers may build the run before the process group: torchrun's RANK says who speaks then.
+        if self.requested_resume == RESUME_AUTO and distributed.is_main_process() and os.environ.get("RANK", "0") == "0":
             found = f"resuming {self.resume_path}" if self.resume_path else f"no {manager.latest_path}, starting fresh"
             print(f"--resume auto: {found}", file=sys.stderr)
 

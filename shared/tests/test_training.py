@@ -113,6 +113,20 @@ def test_resume_auto_starts_fresh_in_an_empty_folder(tmp_path, capsys):
     assert "starting fresh" in capsys.readouterr().err
 
 
+def test_resume_auto_falls_back_to_the_newest_periodic_checkpoint(tmp_path):
+    status, straight, _ = train(tmp_path / "a")
+    train(tmp_path / "b", budget=Budget(max_steps=13))  # epochs 1 and 2 done, then mid-epoch 3
+    (tmp_path / "b" / "latest.pth").unlink()  # say, deleted by hand or lost with a node's disk
+    old = tmp_path / "b" / "checkpoint_epoch_0001.pth"
+    os.utime(old, (old.stat().st_atime + 60, old.stat().st_mtime + 60))  # newest by time, not by name
+    assert resolve_resume("auto", tmp_path / "b" / "latest.pth",
+                          (tmp_path / "b").glob("checkpoint_epoch_*.pth")) == old
+    os.utime(old, (old.stat().st_atime - 120, old.stat().st_mtime - 120))
+    status, resumed, steps = train(tmp_path / "b", resume="auto")
+    assert load_checkpoint(tmp_path / "b" / "checkpoint_epoch_0002.pth")["epoch"] == 2
+    assert status == 0 and steps == EPOCHS * 6 and _same(straight, resumed)
+
+
 def test_signal_stops_with_the_preempted_status_and_the_tracker_run_continues(tmp_path, monkeypatch):
     """A SIGTERM-stopped run is KILLED in MLflow, and resuming it continues the same run, so one run holds
     the whole history (every resume used to open a new run)."""
