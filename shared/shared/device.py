@@ -42,6 +42,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         kind = available_devices()[0]
         name = kind
     if kind == "cuda":
+        if ":" in name and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # nccl binds each process to GPU LOCAL_RANK; a fixed index would put every rank on one GPU.
+            raise ConfigError(
+                f"device '{name}' pins every torchrun process to one GPU; use --device cuda (each process "
+                "takes its LOCAL_RANK's GPU) and choose GPUs with CUDA_VISIBLE_DEVICES")
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"device '{name}' was requested but CUDA is not available; available: "

@@ -30,6 +30,13 @@ def test_missing_cuda_is_a_clear_error():
         resolve_device("cuda")
 
 
+def test_a_numbered_gpu_under_torchrun_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"device 'cuda:1' pins every torchrun process to one GPU; use --device cuda"):
+        resolve_device("cuda:1")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
 @pytest.mark.parametrize(("raised", "status", "line"), [
     ('shared.errors.DataError("data/x.png: image file is empty\\n(0 bytes)")', 2,
      "data/x.png: image file is empty (0 bytes)"),
