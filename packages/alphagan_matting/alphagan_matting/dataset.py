@@ -145,12 +145,7 @@ def prepare_labels(fg_path: str | os.PathLike, bg_path: str | os.PathLike, outpu
     if check_trimaps:
         for stem in all_stems:
             read_trimap(folders["trimap"][stem])
-    if not bg_path.is_dir():
-        raise DataError(f"{bg_path}: background folder not found")
-    backgrounds = sorted(p for p in bg_path.rglob("*")
-                         if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
-    if not backgrounds:
-        raise DataError(f"{bg_path}: no background images found (searched recursively for {', '.join(EXTENSIONS)})")
+    backgrounds = find_backgrounds(bg_path)
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(all_stems))
@@ -166,6 +161,18 @@ def prepare_labels(fg_path: str | os.PathLike, bg_path: str | os.PathLike, outpu
                              folders["mask"][stem].resolve(), backgrounds[int(b)].resolve(),
                              "test" if stem in test_stems else "train"])
     return output_csv
+
+
+def find_backgrounds(bg_path: str | os.PathLike) -> list[Path]:
+    """Every image under ``bg_path`` (recursively), sorted; an error when there is none."""
+    bg_path = Path(bg_path)
+    if not bg_path.is_dir():
+        raise DataError(f"{bg_path}: background folder not found")
+    backgrounds = sorted(p for p in bg_path.rglob("*")
+                         if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+    if not backgrounds:
+        raise DataError(f"{bg_path}: no background images found (searched recursively for {', '.join(EXTENSIONS)})")
+    return backgrounds
 
 
 def load_labels(csv_path: str | os.PathLike) -> list[dict[str, str]]:
@@ -205,9 +212,18 @@ def load_labels(csv_path: str | os.PathLike) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------------------------------- datasets
 class MattingDataset(Dataset):
-    """Samples listed in a labels CSV. ``set_epoch`` changes the augmentation of every sample."""
+    """Samples listed in a labels CSV. ``set_epoch`` changes the augmentation of every sample.
 
-    def __init__(self, rows: list[dict[str, str]], transform, train: bool, seed: int = 0) -> None:
+    Training samples draw their background each epoch from ``backgrounds`` (default: every background
+    the rows name; the CSV's pairing then only fixes the test composites): with a handful of
+    foregrounds, one fixed background each lets the network learn the background instead of the edge. The draw and a horizontal flip of the
+    background come from the sample's ``(seed, epoch, index)`` stream, so resume stays exact.
+    ``repeat`` lists every row that many times per epoch (index ``i`` is row ``i % len(rows)``, with
+    its own augmentation).
+    """
+
+    def __init__(self, rows: list[dict[str, str]], transform, train: bool, seed: int = 0, repeat: int = 1,
+                 backgrounds: list[str | os.PathLike] | None = None) -> None:
         if not rows:
             raise DataError("no samples in this split of the labels CSV")
         self.rows = rows
@@ -215,15 +231,17 @@ class MattingDataset(Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.backgrounds = sorted({str(p) for p in backgrounds} if backgrounds else {row["background"] for row in rows})
+        self.repeat = repeat
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) * self.repeat
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        row = self.rows[index]
+        row = self.rows[index % len(self.rows)]
         fg = read_image(row["original"], dtype="float32")
         alpha = read_alpha(row["mask"])
         if alpha.shape != fg.shape[:2]:
@@ -235,9 +253,21 @@ class MattingDataset(Dataset):
             if trimap.shape != alpha.shape:
                 raise DataError(f"{row['trimap']}: size {trimap.shape[1]}x{trimap.shape[0]} differs from "
                                 f"{row['original']} ({fg.shape[1]}x{fg.shape[0]})")
-        bg = read_image(row["background"], dtype="float32")
         rng = np.random.default_rng(sample_seed(self.seed, self.epoch if self.train else 0, index))
+        if self.train:
+            bg = read_image(self.backgrounds[int(rng.integers(len(self.backgrounds)))], dtype="float32")
+            if rng.random() < 0.5:
+                bg = np.ascontiguousarray(bg[:, ::-1])
+        else:
+            bg = read_image(row["background"], dtype="float32")
         return self.transform(fg, alpha, bg, rng=rng, trimap=trimap)
+
+    def background_of(self, index: int, epoch: int) -> str:
+        """The background file sample ``index`` is composited over in ``epoch`` (training samples)."""
+        if not self.train:
+            return self.rows[index % len(self.rows)]["background"]
+        rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
+        return self.backgrounds[int(rng.integers(len(self.backgrounds)))]
 
 
 class SyntheticMattingDataset(Dataset):
@@ -247,8 +277,9 @@ class SyntheticMattingDataset(Dataset):
     Test samples get a trimap made from their alpha with a fixed band.
     """
 
-    def __init__(self, length: int, size: int, transform, train: bool, seed: int = 0) -> None:
+    def __init__(self, length: int, size: int, transform, train: bool, seed: int = 0, repeat: int = 1) -> None:
         self.length = length
+        self.repeat = repeat
         self.size = size
         self.transform = transform
         self.train = train
@@ -259,10 +290,10 @@ class SyntheticMattingDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length
+        return self.length * self.repeat
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        content = np.random.default_rng(sample_seed(self.seed, -1 & 0xFFFF, index))
+        content = np.random.default_rng(sample_seed(self.seed, -1 & 0xFFFF, index % self.length))
         fg, alpha, bg = synthetic_sample(self.size, content)
         rng = np.random.default_rng(sample_seed(self.seed, self.epoch if self.train else 0, index))
         trimap = None

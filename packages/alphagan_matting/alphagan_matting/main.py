@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_mutually_exclusive_group()
     data.add_argument("--csv", type=Path, help="dataset_labels.csv written by prepare_data.py labels")
     data.add_argument("--synthetic", action="store_true", help="procedural mattes instead of a CSV")
+    p.add_argument("--bg", type=Path, default=None,
+                   help="folder of backgrounds (searched recursively) that training composites draw from each "
+                        "epoch; default: the backgrounds the CSV names")
     p.add_argument("--synthetic-size", type=int, default=8, help="number of synthetic training samples")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -38,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--pretrained", type=Path, default=None,
                    help="encoder weights (our checkpoint or a torchvision ResNet-50 state dict); else random init")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="training crops per foreground per epoch, each with its own augmentation (a few "
+                        "foregrounds make epochs of 1-2 steps otherwise, validated and saved every time)")
     p.add_argument("--max-grad-norm", type=float, default=0.0, help="clip gradients to this norm (0: off)")
     # --resume PATH|auto, --overwrite, --max-minutes, --max-steps (in total, resumed steps included).
     add_run_arguments(p, folder_flag="--checkpoints-dir")
@@ -68,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = apply_overrides(load_config(args.config), args)
     if args.synthetic_size < 1:
         raise ConfigError(f"--synthetic-size must be >= 1, got {args.synthetic_size}")
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {args.num_workers}")
     opts = RunOptions(csv=args.csv, synthetic=args.synthetic, synthetic_size=args.synthetic_size,
                       device=args.device, precision=args.precision, deterministic=args.deterministic,
                       resume=args.resume, overwrite=args.overwrite, tracker=args.tracker,
                       num_workers=args.num_workers, pretrained=args.pretrained, max_grad_norm=args.max_grad_norm,
+                      repeat=args.repeat, bg=args.bg,
                       max_minutes=args.max_minutes, max_steps=args.max_steps)
     return run_training(cfg, opts)
 

@@ -66,10 +66,41 @@ def build_discriminator(model_cfg: ModelCfg) -> PatchDiscriminator:
     return PatchDiscriminator(in_channels=4, width=model_cfg.disc_width)
 
 
-def load_pretrained_encoder(generator: AlphaGenerator, path: str | os.PathLike | None) -> str:
-    """Load encoder weights from a local file, or say that the encoder starts from random init."""
+# torchvision's ImageNet ResNet-50 weights as torch.hub caches them (IMAGENET1K_V1, then IMAGENET1K_V2).
+RESNET50_HUB_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
+
+
+def hub_checkpoints_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's default cache folder), read at call time."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hub_resnet50() -> Path | None:
+    """The ImageNet ResNet-50 weights file in the torch hub cache, if one is there (never downloads)."""
+    for name in RESNET50_HUB_FILES:
+        path = hub_checkpoints_dir() / name
+        if path.is_file():
+            return path
+    return None
+
+
+def load_pretrained_encoder(generator: AlphaGenerator, path: str | os.PathLike | None,
+                            use_hub: bool = True) -> str:
+    """Load encoder weights, and return the one line that says where they came from.
+
+    ``path`` (``--pretrained``) wins; without it the ImageNet ResNet-50 in the torch hub cache is used
+    when present (the paper's encoder starts from it), else the encoder starts from random init.
+    """
     if path is None:
-        return "encoder: random initialisation (no --pretrained file given)"
+        hub = hub_resnet50() if use_hub else None
+        if hub is None:
+            where = f" and no ImageNet ResNet-50 in the torch hub cache ({hub_checkpoints_dir()})" if use_hub else ""
+            return f"encoder: random initialisation (no --pretrained file{where})"
+        try:
+            return load_pretrained_encoder(generator, hub)
+        except DataError as exc:
+            # A narrowed generator (model.base_width / layers) cannot take ResNet-50 weights: not an error.
+            return f"encoder: random initialisation ({exc})"
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: pretrained weights file not found")

@@ -28,6 +28,14 @@ def test_quick_test_config_loads():
     assert cfg.train.crop_size == 64 and cfg.model.base_width == 8
 
 
+def test_real_cpu_recipe_config_loads():
+    """The recommended CPU recipe: a narrow generator without the GAN term, fp32, sparse periodic files."""
+    cfg = load_config("configs/real_cpu.yaml")
+    assert cfg.model.base_width == 16 and cfg.model.layers == [2, 2, 2, 2]
+    assert cfg.train.use_gan_loss == 0 and cfg.train.amp.use_amp == 0 and cfg.train.crop_size == 192
+    assert cfg.train.save_chkp_n_epoches == 100
+
+
 def _write(tmp_path, text):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

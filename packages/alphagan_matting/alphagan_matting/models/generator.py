@@ -73,6 +73,9 @@ class AlphaGenerator(nn.Module):
         encoder = ("conv1.", "layer1.", "layer2.", "layer3.", "layer4.")
         usable = {k: v for k, v in renamed.items()
                   if k.startswith(encoder) and k in own and tuple(own[k].shape) == tuple(v.shape)}
+        if all(k.endswith("num_batches_tracked") for k in usable):
+            # Scalar counters fit any width: alone they mean that no weight fits.
+            return []
         self.load_state_dict(usable, strict=False)
         return sorted(usable)
 

@@ -12,7 +12,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from alphagan_matting.dataset import MattingDataset, SyntheticMattingDataset, collate, load_labels
+from alphagan_matting.dataset import (
+    MattingDataset,
+    SyntheticMattingDataset,
+    collate,
+    find_backgrounds,
+    load_labels,
+)
+from alphagan_matting.losses import compute_metrics
 from alphagan_matting.schemas import Config, MattingBatch, Metrics
 from alphagan_matting.train_pipeline.steps import TrainParts, test_step, train_step
 from alphagan_matting.transforms.trans_pipeline import build_transforms
@@ -21,9 +28,10 @@ from alphagan_matting.utils import (
     build_generator,
     config_precision,
     load_pretrained_encoder,
+    unit_to_trimap,
 )
 from shared.amp import MixedPrecision, NonFiniteError, autocast
-from shared.checkpoint import CheckpointManager
+from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import (
     cleanup_distributed,
@@ -42,6 +50,8 @@ from shared.training import Budget, RunningMeans, TrainingRun
 KIND = "alphagan_matting"
 # What a user changes to start a second run elsewhere (named when a folder already holds one).
 FOLDER_FLAG = "--checkpoints-dir (or general.checkpoints_dir)"
+# The trivial baseline every validation reports beside the model: the trimap itself, unknown = 0.5.
+TRIMAP_BASELINE = "trimap"
 
 
 @dataclass
@@ -60,6 +70,8 @@ class RunOptions:
     num_workers: int = 0
     pretrained: Path | None = None
     max_grad_norm: float = 0.0
+    repeat: int = 1  # training samples per foreground per epoch
+    bg: Path | None = None  # background pool for training composites; None: the CSV's backgrounds
     max_minutes: float | None = None
     max_steps: int | None = None  # in total, resumed steps included
 
@@ -81,7 +93,7 @@ def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | No
     if opts.synthetic:
         size = max(cfg.train.crop_size, cfg.test.resize_size) * 5 // 4
         n_test = max(1, opts.synthetic_size // 4)
-        return (SyntheticMattingDataset(opts.synthetic_size, size, train_tf, True, seed),
+        return (SyntheticMattingDataset(opts.synthetic_size, size, train_tf, True, seed, repeat=opts.repeat),
                 SyntheticMattingDataset(n_test, size, test_tf, False, seed))
     if opts.csv is None:
         raise ConfigError("no data: pass --csv dataset/dataset_labels.csv or --synthetic")
@@ -91,7 +103,8 @@ def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | No
     if not train_rows:
         raise ConfigError(f"{opts.csv}: no rows with split 'train'")
     test = MattingDataset(test_rows, test_tf, False, seed) if test_rows else None
-    return MattingDataset(train_rows, train_tf, True, seed), test
+    backgrounds = find_backgrounds(opts.bg) if opts.bg is not None else None
+    return MattingDataset(train_rows, train_tf, True, seed, repeat=opts.repeat, backgrounds=backgrounds), test
 
 
 def _io_grid(batch: MattingBatch, pred: torch.Tensor) -> np.ndarray:
@@ -220,12 +233,19 @@ def _train(cfg: Config, opts: RunOptions) -> int:
                         tracker.log_image("train/io", _io_grid(batch, out.pred), global_step)
                 if run.should_stop(global_step):
                     bar.close()
-                    return run.stop(training_state(epoch, batch_in_epoch),
-                                    f"at epoch {epoch + 1}, batch {batch_in_epoch}, step {global_step}")
+                    # Captured before validating: the test loader draws from the global RNG, and resume
+                    # must continue from the training stream alone.
+                    state = training_state(epoch, batch_in_epoch)
+                    if run.stop_reason != "signal":
+                        # A budget ends the run: the weights it reached may be the best, so validate them.
+                        test_means = validate(run, g_model, test_set, cfg, opts, device, precision, tracker,
+                                              global_step)
+                        save_best_if_better(run.manager, state, test_means.get("SAD"))
+                    return run.stop(state, f"at epoch {epoch + 1}, batch {batch_in_epoch}, step {global_step}")
             bar.close()
             means = {f"train_epoch/{k}": v for k, v in {**means_g.reduced(), **means_d.reduced()}.items()}
             means_g, means_d = RunningMeans(), RunningMeans()
-            test_means = evaluate_epoch(g_model, test_set, cfg, opts, device, precision, tracker, global_step)
+            test_means = validate(run, g_model, test_set, cfg, opts, device, precision, tracker, global_step)
             tracker.log_metrics({**means, **{f"test_epoch/{k}": v for k, v in test_means.items()}}, global_step)
             metric = test_means.get("SAD", means.get("train_epoch/loss_G"))
             if is_main_process():
@@ -238,9 +258,37 @@ def _train(cfg: Config, opts: RunOptions) -> int:
     return 0
 
 
+def validate(run: TrainingRun, g_model, test_set, cfg: Config, opts: RunOptions, device, precision, tracker,
+             global_step: int) -> dict[str, float]:
+    """:func:`evaluate_epoch`, with the trimap baseline beside it in the tracker (``val/sad`` next to
+    ``val/sad_trimap``) and on the console, so a run shows at once whether it beats doing nothing."""
+    test_means = evaluate_epoch(g_model, test_set, cfg, opts, device, precision, tracker, global_step)
+    if test_means:
+        model = {k.lower(): v for k, v in test_means.items() if not k.endswith(f"_{TRIMAP_BASELINE}")}
+        baseline = {k.lower().removesuffix(f"_{TRIMAP_BASELINE}"): v for k, v in test_means.items()
+                    if k.endswith(f"_{TRIMAP_BASELINE}")}
+        line = run.log_validation(model, {TRIMAP_BASELINE: baseline}, global_step)
+        print(f"step {global_step}  {line}", file=sys.stderr)
+    return test_means
+
+
+def save_best_if_better(manager: CheckpointManager, state: dict, metric: float | None) -> bool:
+    """Write ``best.pth`` from ``state`` when ``metric`` (test SAD) beats the best so far (main process)."""
+    if not manager.is_better(metric):
+        return False
+    manager.best_metric = float(metric)
+    if is_main_process():
+        save_checkpoint(manager.best_path, manager.stamp(state))
+    return True
+
+
 def evaluate_epoch(g_model, test_set, cfg: Config, opts: RunOptions, device, precision, tracker,
                    global_step: int) -> dict[str, float]:
-    """Mean metrics on the test split (main process only; other ranks return ``{}``), logged at ``global_step``."""
+    """Mean metrics on the test split (main process only; other ranks return ``{}``), logged at ``global_step``.
+
+    Besides the model's ``SAD``/``MSE``/``Grad``/``Conn``, the trimap baseline's (the trimap itself as
+    the alpha, unknown = 0.5) as ``SAD_trimap`` etc.
+    """
     if test_set is None or not is_main_process():
         return {}
     model = g_model.module if is_distributed() else g_model
@@ -249,17 +297,29 @@ def evaluate_epoch(g_model, test_set, cfg: Config, opts: RunOptions, device, pre
                         num_workers=opts.num_workers)
     tl = cfg.test.logging
     all_metrics: list[Metrics] = []
+    all_baseline: list[Metrics] = []
     for i, raw in enumerate(loader, start=1):
         batch = MattingBatch.from_dict(raw).to(device)
         metrics, pred = test_step(model, batch, autocast(device, precision))
         all_metrics.extend(metrics)
+        all_baseline.extend(trimap_baseline_metrics(batch))
         if i % tl.log_curr_mets_n_batches == 0:
             batch_mean = {k: float(np.mean([m.as_dict()[k] for m in metrics])) for k in metrics[0].as_dict()}
             tracker.log_metrics({f"test/{k}": v for k, v in batch_mean.items()}, global_step)
         if i % tl.log_io_n_batches == 0:
             tracker.log_image("test/io", _io_grid(batch, pred), global_step)
     model.train()
-    return {k: float(np.mean([m.as_dict()[k] for m in all_metrics])) for k in all_metrics[0].as_dict()}
+    means = {k: float(np.mean([m.as_dict()[k] for m in all_metrics])) for k in all_metrics[0].as_dict()}
+    means.update({f"{k}_{TRIMAP_BASELINE}": float(np.mean([m.as_dict()[k] for m in all_baseline]))
+                  for k in all_baseline[0].as_dict()})
+    return means
+
+
+def trimap_baseline_metrics(batch: MattingBatch) -> list[Metrics]:
+    """The four metrics of doing nothing: the trimap (0 / 0.5 / 1) taken as the alpha."""
+    gt_np = batch.alpha[:, 0].cpu().numpy().astype(np.float64)
+    tri_np = batch.trimap[:, 0].cpu().numpy()
+    return [compute_metrics(tri.astype(np.float64), g, unit_to_trimap(tri)) for g, tri in zip(gt_np, tri_np, strict=True)]
 
 
 @torch.no_grad()
