@@ -51,6 +51,16 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", action="store_true", help="procedural faces with random masks, no dataset")
     p.add_argument("--synthetic-size", type=int, default=DEFAULTS.synthetic_size, help="synthetic images per epoch")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: all epochs)")
+    p.add_argument("--random-mask-prob", type=float, default=DEFAULTS.random_mask_prob,
+                   help="chance that a real pair's hole is replaced by a random strokes + boxes mask (new every epoch)")
+    p.add_argument("--flip", dest="flip", action="store_true", default=DEFAULTS.flip,
+                   help="random horizontal flips of real pairs")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flips")
+    p.add_argument("--val-root", default=DEFAULTS.val_root,
+                   help="held-out pairs (same layout as --data-root) to validate on and choose best.pth by hole "
+                        "PSNR; default: the first 4 training pairs with their own holes")
+    p.add_argument("--val-interval", type=int, default=DEFAULTS.val_interval,
+                   help="steps between validations (0: at the end of every epoch); a budget stop validates too")
     arch = p.add_argument_group("model size (defaults are the spec's; smaller for CPU demos and tests)")
     arch.add_argument("--img-size", type=int, default=DEFAULTS.img_size)
     arch.add_argument("--base-channels", type=int, default=DEFAULTS.base_channels)
@@ -79,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         adv_weight=args.adv_weight, r1_gamma=args.r1_gamma, d_reg_interval=args.d_reg_interval,
         max_grad_norm=args.max_grad_norm, precision=args.precision, data_root=args.data_root, workers=args.workers,
         synthetic=args.synthetic, synthetic_size=args.synthetic_size, seed=args.seed,
+        random_mask_prob=args.random_mask_prob, flip=args.flip, val_root=args.val_root or "",
+        val_interval=args.val_interval,
         deterministic=args.deterministic, device=args.device, checkpoint_dir=args.checkpoint_dir,
         save_interval=args.save_interval, keep_last=args.keep_last, sample_interval=args.sample_interval,
         log_interval=args.log_interval, max_steps=args.max_steps,

@@ -33,6 +33,19 @@ def hole_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     }
 
 
+def mean_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The trivial baseline: the hole filled with the mean colour of the known pixels.
+
+    ``image`` (..., 3, H, W) in 0..1, ``mask`` (..., 1, H, W) with 1 = hole; per image. An image with no
+    known pixel is filled with mid-grey.
+    """
+    known = 1 - mask
+    area = known.sum(dim=(-2, -1), keepdim=True)
+    mean = (image * known).sum(dim=(-2, -1), keepdim=True) / area.clamp(min=1)
+    mean = torch.where(area > 0, mean, torch.full_like(mean, 0.5))
+    return image * known + mean * mask
+
+
 def run_evaluation(checkpoint: str, data_root: str, output: str = "metrics.json", save_images: str | None = None,
                    mode: str = "resize", device: str = "auto") -> dict:
     """Inpaint every pair of ``data_root`` at full resolution and score it against its ground truth."""

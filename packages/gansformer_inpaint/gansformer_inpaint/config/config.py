@@ -40,6 +40,10 @@ class Config:
     synthetic: bool = False
     synthetic_size: int = 16
     mask_threshold: int = 24  # |masked - gt| above this (any channel, 0..255) marks a hole pixel
+    random_mask_prob: float = 0.5  # chance a real pair's hole is a random strokes + boxes mask instead (per epoch)
+    flip: bool = True  # random horizontal flips of real pairs (faces are near-symmetric)
+    val_root: str = ""  # held-out pairs for validation; empty: the first 4 training pairs, their own holes
+    val_interval: int = 0  # steps between validations (0: at the end of each epoch); also at a budget stop
     # Run
     seed: int = 0
     deterministic: bool = False
@@ -61,6 +65,10 @@ class Config:
                      "d_reg_interval", "save_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.random_mask_prob <= 1:
+            raise ConfigError(f"random_mask_prob must be in [0, 1], got {self.random_mask_prob}")
+        if self.val_interval < 0:
+            raise ConfigError(f"val_interval must be >= 0 (0: every epoch), got {self.val_interval}")
         if self.keep_last < 0:
             raise ConfigError(f"keep_last must be >= 0 (0 keeps all), got {self.keep_last}")
         if self.num_epochs < 1:

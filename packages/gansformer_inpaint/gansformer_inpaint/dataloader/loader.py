@@ -82,7 +82,8 @@ def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
 class InpaintingDataset(Dataset):
     """``root/extracted`` ↔ ``root/ground_truth`` by file name, plus ``root/mask`` (255 = hole) if present."""
 
-    def __init__(self, root: str | Path, img_size: int = 256, mask_threshold: int = 24) -> None:
+    def __init__(self, root: str | Path, img_size: int = 256, mask_threshold: int = 24,
+                 random_mask_prob: float = 0.0, flip: bool = False, seed: int = 0) -> None:
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: dataset folder not found (expected extracted/ and ground_truth/ inside)")
@@ -110,6 +111,7 @@ class InpaintingDataset(Dataset):
                                 f"{masked_path} ({size_a[0]}x{size_a[1]})")
         self.img_size = img_size
         self.mask_threshold = mask_threshold
+        self.random_mask_prob, self.flip, self.seed = random_mask_prob, flip, seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -119,6 +121,27 @@ class InpaintingDataset(Dataset):
         masked_path, gt_path, mask_path = self.items[index]
         item = load_pair(masked_path, gt_path, mask_path, self.img_size, self.mask_threshold)
         item["name"] = masked_path.stem
+        if self.random_mask_prob > 0 or self.flip:
+            item = self.augment(item, index)
+        return item
+
+    def augment(self, item: dict, index: int) -> dict:
+        """A LaMa-style random hole (strokes + boxes) instead of the file's own with ``random_mask_prob``, and a
+        horizontal flip half the time when ``flip``.
+
+        A few real pairs carry one fixed hole each, so without this the generator learns to fill those
+        holes in those faces and nothing else. The draw depends only on (seed, epoch, index): the same
+        in any worker and after an exact resume.
+        """
+        rng = np.random.default_rng([self.seed, self.epoch, index, 7])
+        use_random, flip = rng.random() < self.random_mask_prob, self.flip and rng.random() < 0.5
+        if use_random:
+            mask = torch.from_numpy(random_mask(self.img_size, rng))[None]
+            # Painted white, as the dataset's extracted/ files are; known pixels are the ground truth's.
+            item["masked"], item["mask"] = item["gt"] * (1 - mask) + mask, mask
+        if flip:
+            for key in ("masked", "gt", "mask"):
+                item[key] = item[key].flip(-1)
         return item
 
 
