@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from abpn_retouch.masks import MaskRecipe, generate_gt_mask
+from abpn_retouch.masks import MaskRecipe, coverage, full_resolution_mask, half_resolution
 from shared.errors import DataError
 from shared.images import pair_by_stem, read_image, read_image_size
 from shared.sampler import epoch_permutation
-from shared.tiling import extract_patch, patch_grid
+from shared.tiling import extract_patch
 
 PAIR_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -136,6 +136,58 @@ def synthetic_sources(count: int, size: tuple[int, int], seed: int = 0) -> list[
     return [SyntheticPair(i, seed, size) for i in range(count)]
 
 
+def split_validation(sources: Sequence[ImageSource], fraction: float, seed: int = 0
+                     ) -> tuple[list[ImageSource], list[ImageSource]]:
+    """``(train, validation)``: ``round(fraction * n)`` whole pairs held out (at least one when
+    ``fraction > 0`` and there are two or more pairs, never all), chosen by ``seed``.
+
+    Whole pairs, not patches: patches of one photo overlap and share its edit, so a patch split would
+    validate on what it trained on.
+    """
+    sources = list(sources)
+    if fraction <= 0 or len(sources) < 2:
+        return sources, []
+    count = min(max(round(fraction * len(sources)), 1), len(sources) - 1)
+    held = set(np.random.default_rng(seed).permutation(len(sources))[:count].tolist())
+    return ([s for i, s in enumerate(sources) if i not in held], [s for i, s in enumerate(sources) if i in held])
+
+
+def flush_patch_grid(height: int, width: int, patch_size: int, stride: int) -> list[tuple[int, int]]:
+    """``(top, left)`` corners of training patches, row-major, the last of a row/column flush with the edge.
+
+    Patches start every ``stride`` pixels; where the last regular one stops short of the edge, one more
+    is added that ends exactly at it (overlapping its neighbour more), instead of one that crosses the
+    edge and is mostly mirrored padding. Only a side shorter than a patch gives a padded patch (at 0).
+    """
+    if patch_size <= 0 or stride <= 0:
+        raise ValueError(f"patch_size and stride must be positive, got {patch_size}, {stride}")
+
+    def starts(length: int) -> list[int]:
+        if length <= patch_size:
+            return [0]
+        origins = list(range(0, length - patch_size + 1, stride))
+        if origins[-1] + patch_size < length:
+            origins.append(length - patch_size)
+        return origins
+
+    return [(top, left) for top in starts(height) for left in starts(width)]
+
+
+def flips_for(seed: int, epoch: int, index: int) -> bool:
+    """Whether patch ``index`` is mirrored left–right in ``epoch``: a function of the three alone, so a
+    resumed run and every DataLoader worker agree."""
+    return bool(np.random.default_rng([seed, epoch, index]).integers(2))
+
+
+def mean_mask_coverage(sources: Sequence[ImageSource], recipe: MaskRecipe, limit: int = 32) -> tuple[float, int]:
+    """Mean GT-mask coverage over (up to ``limit``, evenly spaced) pairs, and how many were measured."""
+    if not sources:
+        return 0.0, 0
+    picks = sorted(set(np.linspace(0, len(sources) - 1, min(limit, len(sources))).round().astype(int).tolist()))
+    values = [coverage(full_resolution_mask(*sources[i].load(), recipe)) for i in picks]
+    return float(np.mean(values)), len(values)
+
+
 @dataclass(frozen=True)
 class PatchRef:
     image: int
@@ -147,13 +199,19 @@ class PatchDataset(Dataset):
     """Overlapping ``patch_size`` patches (every ``stride`` px) of every pair; length = patch count.
 
     Items are dicts: ``input``, ``target`` ``(3, P, P)`` ``uint8`` (see :func:`to_model`), ``mask``
-    ``(1, P/2, P/2)`` float32 in 0..1 (the GT mask recipe on the patch pair), ``image`` (pair index).
-    Patches that cross the border are reflect-padded (``cv2.BORDER_REFLECT``). ``cache_images`` decoded
-    pairs are kept per worker (0 = decode per patch).
+    ``(1, P/2, P/2)`` float32 in 0..1 (the GT mask recipe on the whole pair, cut to the patch), ``image``
+    (pair index). The last patch of a row or column ends flush with the image edge (see
+    :func:`flush_patch_grid`); only images smaller than a patch are reflect-padded (``cv2.BORDER_REFLECT``).
+    ``cache_images`` decoded pairs are kept per worker (0 = decode per patch). With ``flip``, input,
+    target and mask of a patch are mirrored left–right together, for half the patches of each epoch
+    (:meth:`set_epoch`; which ones depends on ``seed``, the epoch and the index only). Only left–right:
+    an upside-down photo is not a photo a retoucher edits, and tone edits depend on where sky and ground are.
+    With ``balance``, each pair's patches are repeated up to the largest pair's count.
     """
 
     def __init__(self, sources: Sequence[ImageSource], patch_size: int, stride: int,
-                 recipe: MaskRecipe = MaskRecipe(), cache_images: int = 2, pad_small: bool = False) -> None:
+                 recipe: MaskRecipe = MaskRecipe(), cache_images: int = 2, pad_small: bool = False,
+                 flip: bool = False, seed: int = 0, balance: bool = False) -> None:
         if patch_size < 8 or patch_size % 2:
             raise DataError(f"--patch-size must be an even number >= 8, got {patch_size}")
         if stride < 1:
@@ -162,27 +220,42 @@ class PatchDataset(Dataset):
             raise DataError("no image pairs to train on")
         self.sources, self.patch_size, self.stride = list(sources), patch_size, stride
         self.recipe, self.cache_images = recipe, cache_images
-        self.patches: list[PatchRef] = []
-        self.groups: list[list[int]] = []
+        self.flip, self.seed, self.epoch = flip, seed, 0
+        per_image: list[list[PatchRef]] = []
         for index, source in enumerate(self.sources):
             height, width = source.size
             if min(height, width) < patch_size and not pad_small:
                 raise DataError(f"{getattr(source, 'image_path', source.name)}: image is {width}×{height}, smaller "
                                 f"than --patch-size {patch_size} (lower --patch-size, or --pad-small to reflect-pad)")
-            start = len(self.patches)
-            self.patches += [PatchRef(index, t, left) for t, left in patch_grid(height, width, patch_size, stride)]
-            self.groups.append(list(range(start, len(self.patches))))
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+            per_image.append([PatchRef(index, t, left) for t, left in flush_patch_grid(height, width, patch_size, stride)])
+        if balance:
+            # Every pair as many patches as the largest: a small photo (a 200 px face) would otherwise be a
+            # few patches among hundreds of a large one's, and its kind of edit would hardly be learnt.
+            most = max(len(refs) for refs in per_image)
+            per_image = [(refs * math.ceil(most / len(refs)))[:most] for refs in per_image]
+        self.patches: list[PatchRef] = []
+        self.groups: list[list[int]] = []
+        for refs in per_image:
+            self.groups.append(list(range(len(self.patches), len(self.patches) + len(refs))))
+            self.patches += refs
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self.decode_count = 0
 
     def __len__(self) -> int:
         return len(self.patches)
 
-    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose flips ``__getitem__`` applies (set before the epoch's DataLoader iterator starts)."""
+        self.epoch = epoch
+
+    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        pair = self.sources[index].load()
+        image, target = self.sources[index].load()
+        # On the whole pair, not per patch: the tone-curve reference is the photo's global edit, which a
+        # patch alone would estimate differently from the evaluation (which masks whole images).
+        pair = (image, target, full_resolution_mask(image, target, self.recipe))
         self.decode_count += 1
         if self.cache_images > 0:
             self._cache[index] = pair
@@ -192,10 +265,13 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         ref = self.patches[idx]
-        image, target = self._decoded(ref.image)
+        image, target, full_mask = self._decoded(ref.image)
         patch_in = extract_patch(image, ref.top, ref.left, self.patch_size)
         patch_gt = extract_patch(target, ref.top, ref.left, self.patch_size)
-        mask = generate_gt_mask(patch_in, patch_gt, self.recipe)
+        patch_mask = extract_patch(full_mask, ref.top, ref.left, self.patch_size)
+        if self.flip and flips_for(self.seed, self.epoch, idx):
+            patch_in, patch_gt, patch_mask = patch_in[:, ::-1], patch_gt[:, ::-1], patch_mask[:, ::-1]
+        mask = half_resolution(np.ascontiguousarray(patch_mask))
         return {
             "input": _channels_first(patch_in),
             "target": _channels_first(patch_gt),
@@ -225,7 +301,9 @@ class GroupedPatchSampler(Sampler[int]):
 
     Both orders come from ``shared.sampler``'s ``(seed, epoch)`` permutation, as every trainer's data
     order does: the images in the permutation of the images, each image's patches in the order the
-    permutation of all patches visits them. Under DDP the epoch's sequence is padded (by wrapping) to a
+    permutation of all patches visits them. ``mixed``: the permutation of all patches itself, images
+    interleaved (for data whose every pair stays decoded: batches of one photo each pull the weights
+    towards that photo's global edit in turn). Under DDP the epoch's sequence is padded (by wrapping) to a
     multiple of ``world_size`` and cut into contiguous equal chunks, one per rank (not dealt round-robin
     as ``EpochSampler`` does), so every rank runs the same number of steps and decodes (almost) only its
     own images. The order depends on ``(seed, epoch)`` alone; ``set_epoch(epoch,
@@ -233,8 +311,9 @@ class GroupedPatchSampler(Sampler[int]):
     """
 
     def __init__(self, groups: Sequence[Sequence[int]], shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, mixed: bool = False) -> None:
         self.groups = [list(g) for g in groups]
+        self.mixed = mixed
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epoch, self.skip = 0, 0
         self.total = sum(len(g) for g in self.groups)
@@ -246,7 +325,9 @@ class GroupedPatchSampler(Sampler[int]):
     def epoch_order(self) -> list[int]:
         """This rank's full sequence for the current epoch (before ``skip``)."""
         order = [index for group in self.groups for index in group]
-        if self.shuffle:
+        if self.shuffle and self.mixed:
+            order = [order[k] for k in epoch_permutation(self.total, self.seed, self.epoch)]
+        elif self.shuffle:
             # place[k]: where the k-th patch of ``order`` comes in the permutation of all patches.
             place = torch.argsort(torch.tensor(epoch_permutation(self.total, self.seed, self.epoch))).tolist()
             bounds = list(itertools.accumulate(map(len, self.groups), initial=0))
@@ -311,9 +392,10 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
 
 def patch_loader(dataset: PatchDataset, batch_size: int, num_workers: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, **loader_kwargs) -> DataLoader:
-    """The training loader: shuffled grouped patches, batches laid out per worker (see ``loader.batch_sampler``,
-    whose ``set_epoch`` starts each epoch)."""
-    sampler = GroupedPatchSampler(dataset.groups, shuffle=True, seed=seed, rank=rank, world_size=world_size)
+                 world_size: int = 1, mixed: bool = False, **loader_kwargs) -> DataLoader:
+    """The training loader: shuffled grouped (or ``mixed``) patches, batches laid out per worker (see
+    ``loader.batch_sampler``, whose ``set_epoch`` starts each epoch)."""
+    sampler = GroupedPatchSampler(dataset.groups, shuffle=True, seed=seed, rank=rank, world_size=world_size,
+                                  mixed=mixed)
     return DataLoader(dataset, batch_sampler=GroupedBatchSampler(sampler, batch_size, num_workers),
                       num_workers=num_workers, **loader_kwargs)

@@ -1,4 +1,11 @@
-"""Patch-wise ABPN training: DDP under torchrun, AMP, W&B by default, exact resume, graceful stop."""
+"""Patch-wise ABPN training: DDP under torchrun, AMP, W&B by default, exact resume, graceful stop.
+
+Validation runs on whole held-out pairs (``--val-fraction`` of the pairs, or ``--val-image-dir``) at
+each epoch end, every ``--val-every`` steps and at a ``--max-minutes`` stop; it logs ``val/psnr`` and
+``val/ssim`` beside ``val/psnr_original`` and ``val/ssim_original`` (the untouched input, which a
+retouching model must beat), and ``best.pth`` is the best validation PSNR (the training loss only
+when there is nothing to validate on).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +19,22 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from abpn_retouch.config import TrainConfig, parse_config
-from abpn_retouch.data import PatchDataset, file_sources, patch_loader, synthetic_sources, to_model
+from abpn_retouch.data import (
+    ImageSource,
+    PatchDataset,
+    SyntheticPair,
+    file_sources,
+    mean_mask_coverage,
+    patch_loader,
+    split_validation,
+    synthetic_sources,
+    to_model,
+)
 from abpn_retouch.losses import LossWeights, RetouchLoss
 from abpn_retouch.masks import MaskRecipe
 from abpn_retouch.model import ABPN, ABPNConfig
 from shared.amp import MixedPrecision, NonFiniteError
-from shared.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from shared.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import cleanup_distributed, init_distributed, wrap_ddp
 from shared.errors import ConfigError, UserError, cli_entry, unwrap_worker_error
@@ -26,6 +43,8 @@ from shared.seed import make_generator, seed_everything, seed_worker
 from shared.training import Budget, RunningMeans, TrainingRun
 
 KIND = "abpn_retouch"
+# Above this mean GT-mask coverage the masked losses are global ones and Dice is trivial.
+COVERAGE_WARNING = 0.8
 
 
 def model_config(cfg: TrainConfig) -> ABPNConfig:
@@ -63,14 +82,64 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def build_dataset(cfg: TrainConfig) -> PatchDataset:
-    recipe = MaskRecipe(magnifier=cfg.magnifier, mask_threshold=cfg.mask_threshold)
+def mask_recipe(cfg: TrainConfig) -> MaskRecipe:
+    return MaskRecipe(magnifier=cfg.magnifier, mask_threshold=cfg.mask_threshold, reference=cfg.mask_reference)
+
+
+def split_sources(cfg: TrainConfig) -> tuple[list[ImageSource], list[ImageSource]]:
+    """``(train, validation)`` pairs: a validation folder, else held-out pairs (synthetic: extra pairs)."""
     if cfg.synthetic:
         side = cfg.synthetic_size or cfg.patch_size + cfg.stride
-        sources = synthetic_sources(cfg.synthetic_count, (side, side), cfg.seed)
-    else:
-        sources = file_sources(cfg.image_dir, cfg.gt_dir)
-    return PatchDataset(sources, cfg.patch_size, cfg.stride, recipe, cfg.cache_images, cfg.pad_small)
+        train = synthetic_sources(cfg.synthetic_count, (side, side), cfg.seed)
+        # Procedural pairs are free: validate on new ones and keep the training set as asked.
+        held = [SyntheticPair(cfg.synthetic_count, cfg.seed, (side, side))] if cfg.val_fraction > 0 else []
+        return train, held
+    if bool(cfg.val_image_dir) != bool(cfg.val_gt_dir):
+        raise ConfigError("--val-image-dir and --val-gt-dir go together")
+    sources = file_sources(cfg.image_dir, cfg.gt_dir)
+    if cfg.val_image_dir:
+        return sources, file_sources(cfg.val_image_dir, cfg.val_gt_dir)
+    return split_validation(sources, cfg.val_fraction, cfg.seed)
+
+
+def build_dataset(cfg: TrainConfig, sources: list[ImageSource] | None = None) -> PatchDataset:
+    if sources is None:
+        sources = split_sources(cfg)[0]
+    return PatchDataset(sources, cfg.patch_size, cfg.stride, mask_recipe(cfg), cfg.cache_images, cfg.pad_small,
+                        flip=not cfg.no_flip, seed=cfg.seed, balance=cfg.balance_images)
+
+
+def report_coverage(sources: list[ImageSource], recipe: MaskRecipe) -> float:
+    """Print the mean GT-mask coverage of the training pairs; warn when it is too high to mean anything."""
+    mean, measured = mean_mask_coverage(sources, recipe)
+    print(f"GT mask coverage: {100 * mean:.1f}% on average over {measured} training pair(s) "
+          f"(reference {recipe.reference}, magnifier {recipe.magnifier:g}, threshold {recipe.mask_threshold:g})",
+          file=sys.stderr)
+    if mean > COVERAGE_WARNING:
+        print(f"warning: the GT masks cover {100 * mean:.0f}% of the images (over {100 * COVERAGE_WARNING:.0f}%): "
+              "the masked losses act globally and mask IoU/Dice mean little; raise --mask-threshold or use "
+              "--mask-reference tone_curve", file=sys.stderr)
+    return mean
+
+
+@torch.no_grad()
+def validation_scores(model: ABPN, sources: list[ImageSource], recipe: MaskRecipe, tile_size: int,
+                      device: torch.device) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean metrics over the validation pairs: ``(model's, {"original": untouched input's})``."""
+    from abpn_retouch.evaluate import score_pair
+
+    was_training = model.training
+    model.eval()
+    rows = []
+    for source in sources:
+        image, target = source.load()
+        overlap = min(tile_size // 4, 256) // 2 * 2
+        rows.append(score_pair(model, image, target, recipe, tile_size, overlap, device)[0])
+    model.train(was_training)
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    return ({"psnr": mean["psnr"], "ssim": mean["ssim"], "mask_iou": mean["mask_iou"],
+             "mask_coverage": mean["mask_coverage"]},
+            {"original": {"psnr": mean["psnr_input"], "ssim": mean["ssim_input"]}})
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -82,6 +151,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.sample_save_freq >= 0, "--sample-save-freq must be >= 0"),
         (cfg.num_workers >= 0, "--num-workers must be >= 0"),
         (cfg.synthetic_count >= 1, "--synthetic-count must be >= 1"),
+        (0 <= cfg.val_fraction < 1, "--val-fraction must be in [0, 1)"),
+        (cfg.val_every >= 0, "--val-every must be >= 0"),
+        (cfg.val_tile_size % (2 ** (cfg.pyramid_levels + 2)) == 0,
+         f"--val-tile-size {cfg.val_tile_size} must be a multiple of {2 ** (cfg.pyramid_levels + 2)}"),
         (cfg.patch_size % (2 ** (cfg.pyramid_levels + 2)) == 0,
          f"--patch-size {cfg.patch_size} must be a multiple of {2 ** (cfg.pyramid_levels + 2)} "
          f"(2**(pyramid_levels + 2))"),
@@ -134,13 +207,25 @@ def _train(cfg: TrainConfig, dist_info) -> int:
     seed_everything(cfg.seed, cfg.deterministic)
     if device.type == "cuda" and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off
+    train_sources, val_sources = split_sources(cfg)
+    validating = bool(val_sources)
     manager = CheckpointManager(cfg.save_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
-                                monitor="train_loss", mode="min")
+                                monitor="val_psnr" if validating else "train_loss", mode="max" if validating else "min")
     run = TrainingRun(KIND, manager, resume=cfg.resume or None, overwrite=cfg.overwrite,
                       budget=Budget(cfg.max_minutes, cfg.max_steps), folder_flag="--save-dir")
 
-    dataset = build_dataset(cfg)
-    loader = patch_loader(dataset, cfg.batch_size, cfg.num_workers, seed=cfg.seed, rank=dist_info.rank,
+    dataset = build_dataset(cfg, train_sources)
+    recipe = mask_recipe(cfg)
+    if is_main:
+        report_coverage(train_sources, recipe)
+        names = ", ".join(s.name for s in val_sources[:5]) + (" ..." if len(val_sources) > 5 else "")
+        print(f"training on {len(train_sources)} pair(s) ({len(dataset)} patches); "
+              + (f"validating on {len(val_sources)}: {names}" if validating
+                 else "no validation pairs: best.pth follows the training loss"), file=sys.stderr)
+    # Grouping an image's patches only saves decodes; when every pair stays in the cache, batches mix
+    # images, since one-photo batches pull the weights towards each photo's global edit in turn.
+    mixed = cfg.cache_images >= len(train_sources)
+    loader = patch_loader(dataset, cfg.batch_size, cfg.num_workers, seed=cfg.seed, rank=dist_info.rank, mixed=mixed,
                           world_size=dist_info.world_size, pin_memory=device.type == "cuda",
                           worker_init_fn=seed_worker, generator=make_generator(cfg.seed))
     model = ABPN(model_config(cfg)).to(device)
@@ -179,9 +264,29 @@ def _train(cfg: TrainConfig, dist_info) -> int:
 
     tracker = run.open_tracker(cfg.tracker, cfg.save_dir, project=cfg.project, run_name=cfg.run_name or None,
                                config=config_dict)
+    last_validation: dict[str, float] = {}  # {"step": ..., "psnr": ...} of the latest validation
+
+    def validate_now() -> float:
+        if last_validation.get("step") == global_step:
+            return last_validation["psnr"]
+        model_metrics, baselines = validation_scores(model, val_sources, recipe, cfg.val_tile_size, device)
+        line = run.log_validation(model_metrics, baselines, global_step)
+        if is_main:
+            tqdm.write(f"step {global_step}: {line}", file=sys.stderr)  # not glued to the progress bar
+        last_validation.update(step=global_step, psnr=model_metrics["psnr"])
+        return model_metrics["psnr"]
+
+    def keep_if_best(metric: float, epoch_done: int, batch_in_epoch: int) -> None:
+        """Between epoch ends: write best.pth now if ``metric`` beats it (epoch ends go through the manager)."""
+        if manager.is_better(metric):
+            manager.best_metric = metric
+            if is_main:
+                save_checkpoint(manager.best_path, training_state(epoch_done, batch_in_epoch))
+
     with run:
         for epoch in range(start_epoch, cfg.num_epochs):
             loader.batch_sampler.set_epoch(epoch, skip=skip_batches, layout_workers=layout_workers)
+            dataset.set_epoch(epoch)
             batch_in_epoch = skip_batches
             skip_batches, layout_workers = 0, None
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not is_main,
@@ -208,7 +313,13 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                             tracker.log_metrics({"train/loss": float(loss.detach()),
                                                  **{f"train/{k}": v.item() for k, v in terms.items()}},
                                                 step=global_step)
+                    if validating and result.stepped and cfg.val_every and global_step % cfg.val_every == 0:
+                        keep_if_best(validate_now(), epoch, batch_in_epoch)
                     if run.should_stop(global_step):
+                        # A time budget ends a benchmark run: its final weights are a candidate for best.
+                        # (Not a step budget or a signal: those slice a run to be resumed exactly.)
+                        if validating and (run.stop_reason or "").startswith("time budget"):
+                            keep_if_best(validate_now(), epoch, batch_in_epoch)
                         return run.stop(training_state(epoch, batch_in_epoch),
                                         f"at epoch {epoch + 1}, batch {batch_in_epoch}")
             except UserError as exc:
@@ -216,7 +327,7 @@ def _train(cfg: TrainConfig, dist_info) -> int:
             # An epoch whose every step was skipped has no loss: inf, never a "best" 0.
             epoch_loss = means.reduced().get("loss", float("inf"))
             means = RunningMeans()
-            run.end_epoch(training_state(epoch + 1, 0), epoch + 1, epoch_loss)
+            run.end_epoch(training_state(epoch + 1, 0), epoch + 1, validate_now() if validating else epoch_loss)
             tracker.log_metrics({"epoch/train_loss": epoch_loss, "epoch": epoch + 1}, step=global_step)
             if is_main and cfg.sample_save_freq and (epoch + 1) % cfg.sample_save_freq == 0:
                 grid = save_samples(model, dataset, samples, device,
@@ -224,7 +335,8 @@ def _train(cfg: TrainConfig, dist_info) -> int:
                 tracker.log_image("samples", read_image(grid), step=global_step)
             if is_main:
                 best = "none yet" if manager.best_metric is None else f"{manager.best_metric:.5f}"
-                print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {best})", file=sys.stderr)
+                print(f"epoch {epoch + 1}: train_loss {epoch_loss:.5f} (best {manager.monitor} {best})",
+                      file=sys.stderr)
     return 0
 
 

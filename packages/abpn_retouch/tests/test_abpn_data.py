@@ -9,26 +9,75 @@ from abpn_retouch.data import (
     GroupedPatchSampler,
     PatchDataset,
     file_sources,
+    flush_patch_grid,
     patch_loader,
+    split_validation,
     synthetic_sources,
 )
 from shared.errors import DataError
 from shared.tiling import patch_grid
 
 
-def test_length_is_patch_count_and_border_is_reflected(pair_dirs):
+def test_last_patch_of_a_row_is_flush_with_the_edge(pair_dirs):
     sources = file_sources(*pair_dirs)
     ds = PatchDataset(sources, patch_size=64, stride=48)
-    expected = sum(len(patch_grid(*s.size, 64, 48)) for s in sources)
-    assert len(ds) == expected
-    item = ds[len(ds.groups[0]) - 1]  # bottom-right patch of the 96×128 image crosses the border
+    # 96×128: rows start at 0 and 32 (96 - 64), columns at 0, 48 and 64 (128 - 64), not at 96 (mostly padding).
+    assert [(p.top, p.left) for p in ds.patches[: len(ds.groups[0])]] == [
+        (0, 0), (0, 48), (0, 64), (32, 0), (32, 48), (32, 64)]
+    assert len(ds.groups[1]) == 4  # 80×80: 0 and 16 on each side
+    item = ds[len(ds.groups[0]) - 1]
     assert item["input"].shape == (3, 64, 64) and item["mask"].shape == (1, 32, 32)
     assert item["mask"].min() >= 0 and item["mask"].max() <= 1
-    image, _ = sources[0].load()
-    ref = ds.patches[len(ds.groups[0]) - 1]
-    inside = 128 - ref.left  # columns still inside the image; the next one mirrors the last column
     assert item["input"].dtype == torch.uint8 and item["target"].dtype == torch.uint8
-    np.testing.assert_array_equal(item["input"][:, 0, inside].numpy(), image[ref.top, 127])
+    image, _ = sources[0].load()
+    np.testing.assert_array_equal(item["input"].numpy().transpose(1, 2, 0), image[32:96, 64:128])
+
+
+def test_flush_grid_matches_the_regular_grid_where_patches_fit():
+    assert flush_patch_grid(112, 112, 64, 48) == patch_grid(112, 112, 64, 48)
+    assert flush_patch_grid(341, 512, 256, 128) == [(0, 0), (0, 128), (0, 256), (85, 0), (85, 128), (85, 256)]
+    assert flush_patch_grid(50, 80, 64, 48) == [(0, 0), (0, 16)]  # a short side: the one padded patch
+
+
+def test_only_images_smaller_than_a_patch_are_padded(tmp_path, pair_dirs):
+    sources = file_sources(*pair_dirs)
+    ds = PatchDataset(sources[1:], patch_size=96, stride=48, pad_small=True)  # the 80×80 pair
+    item = ds[0]
+    image, _ = sources[1].load()
+    inside = item["input"].numpy().transpose(1, 2, 0)
+    np.testing.assert_array_equal(inside[:80, :80], image)
+    np.testing.assert_array_equal(inside[0, 80], image[0, 79])  # mirrored, edge pixel repeated
+
+
+def test_flips_move_input_target_and_mask_together():
+    sources = synthetic_sources(1, (64, 96), seed=3)
+    plain = PatchDataset(sources, patch_size=64, stride=64)
+    flipping = PatchDataset(sources, patch_size=64, stride=64, flip=True, seed=5)
+    seen = set()
+    for epoch in range(6):
+        flipping.set_epoch(epoch)
+        for index in range(len(plain)):
+            a, b = plain[index], flipping[index]
+            flipped = not torch.equal(a["input"], b["input"])
+            seen.add(flipped)
+            for key in ("input", "target", "mask"):
+                expected = a[key].flip(-1) if flipped else a[key]
+                np.testing.assert_allclose(b[key].numpy(), expected.numpy(), rtol=0, atol=1e-6, err_msg=key)
+    assert seen == {True, False}
+    # Which patches flip depends on (seed, epoch, index) only: a resumed run sees the same.
+    again = PatchDataset(sources, patch_size=64, stride=64, flip=True, seed=5)
+    again.set_epoch(5)
+    assert torch.equal(again[1]["input"], flipping[1]["input"])
+
+
+def test_validation_split_holds_out_whole_pairs():
+    sources = synthetic_sources(5, (32, 32))
+    train, held = split_validation(sources, 0.2, seed=1)
+    assert len(held) == 1 and len(train) == 4 and not {s.name for s in train} & {s.name for s in held}
+    assert [s.name for s in split_validation(sources, 0.2, seed=1)[1]] == [s.name for s in held]
+    assert len(split_validation(sources, 0.01, seed=1)[1]) == 1  # any fraction > 0 validates on something
+    assert len(split_validation(sources, 0.99, seed=1)[0]) == 1  # and trains on something
+    assert split_validation(sources, 0.0)[1] == [] and split_validation(sources[:1], 0.5)[1] == []
 
 
 def test_each_image_is_decoded_once_per_epoch():
@@ -200,3 +249,26 @@ def test_synthetic_pairs_differ_locally():
     diff = np.abs(src.astype(int) - dst.astype(int)).max(axis=2)
     assert src.shape == (128, 128, 3) and 0.01 < (diff > 3).mean() < 0.5
     assert torch.equal(torch.from_numpy(synthetic_portrait(0, 128, 128)[0]), torch.from_numpy(src))
+
+
+def test_balance_repeats_a_small_pairs_patches_up_to_the_largest():
+    sources = synthetic_sources(1, (64, 64)) + synthetic_sources(1, (64, 192), seed=1)
+    plain = PatchDataset(sources, patch_size=64, stride=64)
+    assert [len(g) for g in plain.groups] == [1, 3]
+    balanced = PatchDataset(sources, patch_size=64, stride=64, balance=True)
+    assert [len(g) for g in balanced.groups] == [3, 3] and len(balanced) == 6
+    assert {balanced.patches[i] for i in balanced.groups[0]} == {plain.patches[0]}
+    assert [balanced.patches[i] for i in balanced.groups[1]] == [plain.patches[i] for i in plain.groups[1]]
+
+
+def test_mixed_sampler_interleaves_images_and_is_the_shared_permutation():
+    from shared.sampler import epoch_permutation
+
+    groups = [list(range(0, 6)), list(range(6, 12))]
+    mixed = GroupedPatchSampler(groups, seed=3, mixed=True)
+    mixed.set_epoch(2)
+    assert list(mixed) == epoch_permutation(12, 3, 2)
+    grouped = GroupedPatchSampler(groups, seed=3)
+    grouped.set_epoch(2)
+    firsts = list(grouped)[:6]
+    assert set(firsts) in (set(groups[0]), set(groups[1]))  # grouped: one image after the other

@@ -4,6 +4,8 @@ import numpy as np
 from abpn_retouch import masks
 from abpn_retouch.masks import MaskRecipe, generate_gt_mask
 
+SPEC = dict(magnifier=5, mask_threshold=3, reference="input")
+
 
 def hand_pair():
     """Flat grey 40×40 input; the retouched copy brightens a 10×10 square by 4 and one lone pixel by 4."""
@@ -41,7 +43,7 @@ def test_full_recipe_on_hand_made_pair():
     expected_binary = np.zeros((40, 40), np.float32)
     expected_binary[8:22, 8:22] = 1.0
     expected = cv2.resize(cv2.GaussianBlur(expected_binary, (7, 7), 0), (20, 20), interpolation=cv2.INTER_AREA)
-    got = generate_gt_mask(image, target, MaskRecipe(magnifier=5, mask_threshold=3))
+    got = generate_gt_mask(image, target, MaskRecipe(**SPEC))
     assert got.shape == (20, 20) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert got[7, 7] > 0.99 and got[0, 0] == 0 and got[15, 15] == 0
@@ -50,4 +52,46 @@ def test_full_recipe_on_hand_made_pair():
 def test_threshold_is_applied_after_magnifier():
     image, target = hand_pair()
     # 4 × 0.5 = 2, not above 3: nothing is marked.
-    assert generate_gt_mask(image, target, MaskRecipe(magnifier=0.5, mask_threshold=3)).max() == 0
+    assert generate_gt_mask(image, target, MaskRecipe(magnifier=0.5, mask_threshold=3, reference="input")).max() == 0
+
+
+def ramp_pair():
+    """A 64×64 horizontal grey ramp (V = 60..186); the retouch applies a global curve V -> 1.25 V + 10 and
+    brightens one 12×12 square by a further 20 levels (a local edit)."""
+    ramp = np.tile((60 + 2 * np.arange(64)).astype(np.uint8), (64, 1))
+    image = np.repeat(ramp[..., None], 3, axis=2)
+    target = np.clip(image.astype(np.float32) * 1.25 + 10, 0, 255)
+    target[20:32, 40:52] += 20
+    return image, np.clip(target, 0, 255).astype(np.uint8)
+
+
+def test_tone_curve_residual_keeps_only_the_local_edit():
+    image, target = ramp_pair()
+    residual = masks.tone_curve_residual(image, target)
+    # Each V level is a column of 64 pixels, 12 of them in the square: the column median is the global
+    # curve, so only the square is left, at 20 levels.
+    assert residual[:, :40].max() == 0 and residual[:20].max() == 0 and residual[32:].max() == 0
+    np.testing.assert_array_equal(residual[20:32, 40:52], 20)
+    # Against the input (the spec), the global curve alone marks every pixel.
+    assert masks.value_difference(image, target).min() >= 25
+
+
+def test_calibrated_recipe_marks_the_local_edit_not_the_global_one():
+    image, target = ramp_pair()
+    calibrated = generate_gt_mask(image, target)
+    assert 0.03 < masks.coverage(calibrated) < 0.1  # the 12×12 square dilated, of 64×64
+    assert calibrated[10:16, 20:26].min() > 0.95 and calibrated[:5].max() == 0
+    assert masks.coverage(generate_gt_mask(image, target, MaskRecipe(**SPEC))) == 1.0
+
+
+def test_real_local_retouch_masks_cover_a_plausible_fraction(real_data):
+    from shared.images import read_image
+
+    names = sorted(p.name for p in (real_data / "original").iterdir() if p.name.startswith("ffhqr"))
+    assert names, "no FFHQR-style (local skin retouch) pair in the sample data"
+    for name in names:
+        image, target = read_image(real_data / "original" / name), read_image(real_data / "retouch" / name)
+        calibrated = masks.coverage(generate_gt_mask(image, target))
+        assert 0.01 < calibrated < 0.3, (name, calibrated)
+        # The spec's recipe marks almost everything: the reason for the calibration.
+        assert masks.coverage(generate_gt_mask(image, target, MaskRecipe(**SPEC))) > 0.9, name

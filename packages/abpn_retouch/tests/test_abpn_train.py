@@ -71,8 +71,9 @@ def test_skipped_step_neither_counts_nor_enters_the_epoch_mean(tmp_path, monkeyp
     monkeypatch.setattr(RetouchLoss, "forward", first_loss_nan)
     monkeypatch.setattr(shared.training, "create_tracker", lambda *args, **kwargs: Recorder())
     args = [a for a in TINY if a != "--deterministic"]  # in-process: leave torch's global modes alone
+    # No validation pair: best.pth then follows the training loss, which this test checks.
     cfg = parse_config([*args, "--tracker", "none", "--sample-save-freq", "0", "--w-perceptual", "0",
-                        "--num-epochs", "1", "--save-dir", str(tmp_path)])
+                        "--num-epochs", "1", "--val-fraction", "0", "--save-dir", str(tmp_path)])
     assert train(cfg) == 0
     assert len(losses) == 4  # 4 batches, the first one skipped
     state = load_checkpoint(tmp_path / "latest.pth")
@@ -83,6 +84,80 @@ def test_skipped_step_neither_counts_nor_enters_the_epoch_mean(tmp_path, monkeyp
     assert epoch_step == 3
     assert epoch_metrics["epoch/train_loss"] == pytest.approx(sum(losses[1:]) / 3, rel=1e-6)
     assert state["best_metric"] == pytest.approx(sum(losses[1:]) / 3, rel=1e-6)
+
+
+def _recording_tracker(monkeypatch) -> list:
+    import shared.training
+    from shared.tracking import NoTracker
+
+    logged = []
+
+    class Recorder(NoTracker):
+        def log_metrics(self, metrics, step):
+            logged.append((step, dict(metrics)))
+
+    monkeypatch.setattr(shared.training, "create_tracker", lambda *args, **kwargs: Recorder())
+    return logged
+
+
+def test_validation_logs_the_original_beside_the_model_and_best_follows_it(tmp_path, monkeypatch, capsys):
+    from abpn_retouch.config import parse_config
+    from abpn_retouch.data import synthetic_portrait
+    from abpn_retouch.train import train
+    from shared.images import to_tensor
+    from shared.metrics import psnr, ssim
+
+    logged = _recording_tracker(monkeypatch)
+    args = [a for a in TINY if a != "--deterministic"]
+    cfg = parse_config([*args, "--tracker", "none", "--sample-save-freq", "0", "--w-perceptual", "0",
+                        "--num-epochs", "2", "--val-every", "3", "--val-tile-size", "32", "--save-dir", str(tmp_path)])
+    assert train(cfg) == 0
+    # The validation pair: the synthetic pair after the two training ones (56 px = patch + stride).
+    source, target = synthetic_portrait(cfg.seed * 100_003 + 2, 56, 56)
+    expected_psnr = psnr(to_tensor(source)[None], to_tensor(target)[None]).item()
+    expected_ssim = ssim(to_tensor(source)[None], to_tensor(target)[None]).item()
+    validations = [(step, m) for step, m in logged if "val/psnr" in m]
+    assert [step for step, _ in validations] == [3, 4, 6, 8]  # every 3 steps and at both epoch ends
+    for _, metrics in validations:
+        assert metrics["val/psnr_original"] == pytest.approx(expected_psnr, abs=1e-4)
+        assert metrics["val/ssim_original"] == pytest.approx(expected_ssim, abs=1e-4)
+        assert {"val/ssim", "val/mask_iou", "val/mask_coverage"} <= set(metrics)
+    err = capsys.readouterr().err
+    assert f"(original {expected_psnr:.2f})" in err and "GT mask coverage:" in err
+    best = load_checkpoint(tmp_path / "best.pth")
+    best_value = max(m["val/psnr"] for _, m in validations)
+    assert best["best_metric"] == pytest.approx(best_value)
+    assert best["global_step"] == next(step for step, m in validations if m["val/psnr"] == best_value)
+
+
+def test_time_budget_validates_the_final_weights(tmp_path, monkeypatch):
+    from abpn_retouch.config import parse_config
+    from abpn_retouch.train import train
+
+    logged = _recording_tracker(monkeypatch)
+    args = [a for a in TINY if a != "--deterministic"]
+    cfg = parse_config([*args, "--tracker", "none", "--sample-save-freq", "0", "--w-perceptual", "0",
+                        "--num-epochs", "50", "--max-minutes", "0.0001", "--val-tile-size", "32",
+                        "--save-dir", str(tmp_path)])
+    assert train(cfg) == 0
+    assert [step for step, m in logged if "val/psnr" in m] == [1]  # stopped after step 1, before any epoch end
+    assert load_checkpoint(tmp_path / "best.pth")["global_step"] == 1
+    assert load_checkpoint(tmp_path / "latest.pth")["global_step"] == 1
+
+
+def test_real_pairs_hold_out_a_validation_pair_and_report_coverage(tmp_path, real_data, capsys):
+    from abpn_retouch.config import parse_config
+    from abpn_retouch.masks import MaskRecipe
+    from abpn_retouch.train import report_coverage, split_sources
+
+    cfg = parse_config(["--image-dir", str(real_data / "original"), "--gt-dir", str(real_data / "retouch"),
+                        "--val-fraction", "0.25"])
+    train_sources, held = split_sources(cfg)
+    assert len(held) == 2 and len(train_sources) + len(held) == 7
+    assert report_coverage(train_sources, MaskRecipe()) < 0.3
+    assert "warning" not in capsys.readouterr().err
+    assert report_coverage(train_sources, MaskRecipe(magnifier=5, mask_threshold=3, reference="input")) > 0.9
+    assert "warning: the GT masks cover" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -119,7 +194,10 @@ def test_model_overfits_real_pairs(real_data):
     ds = PatchDataset(sources, patch_size=64, stride=64)
     inputs, targets, masks = to_model(torch.utils.data.default_collate([ds[g[len(g) // 2]] for g in ds.groups]))
     model = ABPN(ABPNConfig(base_channels=16, refine_channels=8))
-    criterion = RetouchLoss(LossWeights(perceptual=0.0))
+    # With the calibrated masks Dice is a real task (the FiveK patch's mask is empty, the portrait's 16%
+    # covered), no longer the trivial "everything" one; at the spec's weight 1 it takes over these 40 steps
+    # from the image terms this test is about.
+    criterion = RetouchLoss(LossWeights(perceptual=0.0, dice=0.1))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(40):
@@ -129,8 +207,8 @@ def test_model_overfits_real_pairs(real_data):
         loss.backward()
         optimizer.step()
         losses.append((loss.item(), terms["global_l1"].item()))
-    assert losses[-1][0] < 0.5 * losses[0][0], losses[::10]
-    assert losses[-1][1] < losses[0][1], losses[::10]  # the image itself gets closer to the retouch
+    assert losses[-1][0] < 0.8 * losses[0][0], losses[::10]
+    assert losses[-1][1] < 0.6 * losses[0][1], losses[::10]  # the image itself gets closer to the retouch
 
 
 def test_model_entry_script_prints_shapes(run_script):

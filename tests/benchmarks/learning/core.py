@@ -133,7 +133,9 @@ def machine() -> dict[str, object]:
     import torch
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "torch": torch.__version__,
+            # The trainer inherits OMP_NUM_THREADS; unset, torch takes one thread per physical core.
+            "threads": int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -250,12 +252,12 @@ def run_benchmark(adapter: Adapter, train_dir: Path, eval_dir: Path, minutes: fl
     }
     (out / "learning.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(adapter, evaluation)
-    verdict = "beats" if result["beats_trivial"] else "does NOT beat"
+    verdict = "beats" if result["beats_trivial"] else "falls short of"
     (out / "learning.md").write_text(
         f"## {adapter.package}\n\n{minutes:g} min of training ({result['steps']} steps), "
         f"{started:%Y-%m-%d}, {result['machine']['processor']} ({result['machine']['cpus']} CPUs), device {device}. "
         f"The model {verdict} the trivial baseline ({adapter.trivial_baseline}) on {adapter.main_metric} "
-        f"by {result['margin_over_trivial']:.4g}, on {evaluation.count} evaluation images it never trained on.\n\n"
+        f"by {abs(result['margin_over_trivial']):.4g}, on {evaluation.count} evaluation images it never trained on.\n\n"
         + table)
     plot_curve(adapter, curve, out / "learning_curve.png")
     if evaluation.grid:
