@@ -30,7 +30,7 @@ from neuropbr.train_config import TrainConfig, load_config
 from neuropbr.utils.dataset import train_val_split
 from neuropbr.utils.metrics import MetricAccumulator
 from shared.amp import MixedPrecision, NonFiniteError
-from shared.checkpoint import CheckpointManager
+from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import (
     all_reduce_mean,
@@ -45,7 +45,7 @@ from shared.images import make_grid, save_image
 from shared.sampler import EpochSampler
 from shared.seed import make_generator, seed_everything, seed_worker
 from shared.tracking import TRACKERS
-from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments
+from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments, validation_line
 
 KIND = "neuropbr_teacher"
 
@@ -195,6 +195,44 @@ def resolve_tracker(cfg: TrainConfig) -> str:
     return "wandb" if t.use_wandb else "tensorboard" if t.use_tensorboard else "none"
 
 
+# Training items averaged into the mean-maps baseline: enough for a stable mean, few enough to load fast.
+MEAN_MAPS_ITEMS = 64
+# The console's validation line: the maps' headline metrics, each beside the baselines'.
+VAL_LINE_KEYS = ("psnr_albedo", "psnr_roughness", "psnr_metallic", "normal_angle_mean")
+
+
+def mean_maps(dataset, indices: Sequence[int], limit: int = MEAN_MAPS_ITEMS) -> dict[str, torch.Tensor]:
+    """The trivial baseline: each map's per-channel mean over training items, ``(C, 1, 1)`` each.
+
+    Per channel, not per pixel: a pixel-wise mean of unrelated textures is a blur of them, no better a
+    guess anywhere. The normal is the mean vector renormalised (close to flat for most materials).
+    ``limit`` items are taken evenly spread over ``indices``.
+    """
+    if not indices:
+        raise ConfigError("mean maps need at least one training item")
+    count = min(limit, len(indices))
+    picked = [indices[(j * len(indices)) // count] for j in range(count)]
+    sums: dict[str, torch.Tensor] = {}
+    for i in picked:
+        maps = tensor_to_maps(dataset[i][1].float())
+        for k, v in maps.items():
+            sums[k] = sums.get(k, 0) + v.mean(dim=(-2, -1), keepdim=True)
+    out = {k: v / len(picked) for k, v in sums.items()}
+    out["normal"] = torch.nn.functional.normalize(out["normal"], dim=0)
+    return out
+
+
+def constant_maps(maps: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``maps`` ``(C, 1, 1)`` broadcast to the shapes of ``like`` ``(B, C, H, W)``."""
+    return {k: maps[k].to(like[k].device, like[k].dtype).expand_as(like[k]) for k in like}
+
+
+def flat_normal_like(normal: torch.Tensor) -> torch.Tensor:
+    flat = torch.zeros_like(normal)
+    flat[:, 2] = 1.0
+    return flat
+
+
 def error_heatmap(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean absolute error over all maps of one sample ``(3, H, W)``, as a blue→red colour map."""
     p, t = maps_for_display(pred), maps_for_display(target)
@@ -238,6 +276,7 @@ class Trainer:
         if not self.train_idx:
             raise ConfigError("the train split is empty; lower data.val_ratio or add samples")
         self.sampler = EpochSampler(self.train_idx, seed=t.seed)
+        self.mean_maps = mean_maps(self.dataset, self.train_idx) if self.val_idx else None
         self.mean = torch.tensor(cfg.transform.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.transform.std).view(1, 3, 1, 1)
         self.ckpt_dir = Path(t.checkpoint_dir)
@@ -356,12 +395,19 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[float | None, dict[str, float], list | None]:
+        """Validation loss, the model's metrics, and a first batch for the image grid.
+
+        The baselines' metrics on the same batches land in ``self.val_baselines``: ``mean_maps`` (the
+        training maps' per-channel means) and ``flat_normal`` (normal (0, 0, 1); angles only).
+        """
+        self.val_baselines = {}
         loader = self.val_loader()
         if loader is None:
             return None, {}, None
         gen = self.generator
         gen.eval()
         acc, loss_sum, batches, first = MetricAccumulator(), 0.0, 0, None
+        mean_acc, flat_acc = MetricAccumulator(), MetricAccumulator()
         for i, (inputs, targets) in enumerate(loader):
             if self.cfg.training.val_batches is not None and i >= self.cfg.training.val_batches:
                 break
@@ -374,12 +420,44 @@ class Trainer:
             loss_sum += float(total)
             batches += 1
             acc.update(pred, target)
+            guess = constant_maps(self.mean_maps, target)
+            mean_acc.update(guess, target)
+            flat_acc.update(guess | {"normal": flat_normal_like(target["normal"])}, target)
             if first is None:
                 first = (inputs.cpu(), {k: v.cpu() for k, v in pred.items()}, {k: v.cpu() for k, v in target.items()})
         gen.train()
         val_loss = all_reduce_mean(loss_sum / max(batches, 1))
         metrics = {k: all_reduce_mean(v) for k, v in acc.compute().items()}
+        self.val_baselines = {
+            "mean_maps": {k: all_reduce_mean(v) for k, v in mean_acc.compute().items()},
+            "flat_normal": {k: all_reduce_mean(v) for k, v in flat_acc.compute().items() if k.startswith("normal_")},
+        }
         return val_loss, metrics, first
+
+    def log_validation(self, title: str, val_loss: float, metrics: dict[str, float]) -> None:
+        """Tracker: ``val/loss``, ``val/<metric>`` and ``val/<metric>_<baseline>``; console: the headline."""
+        line = self.run.log_validation(metrics, self.val_baselines, self.global_step)
+        self.tracker.log_metrics({"val/loss": val_loss}, self.global_step)
+        if is_main_process():
+            short = {k: metrics[k] for k in VAL_LINE_KEYS if k in metrics}
+            print(f"[Validation] {title} - Loss: {val_loss:.3f}  "
+                  + (validation_line(short, self.val_baselines) if short else line))
+
+    def validate_at_stop(self, state: dict[str, Any], where: str) -> None:
+        """A budget stop validates (after ``state`` was taken, so resume is unchanged) and writes
+        ``best_model.pth`` when this is the best validation so far: a short run keeps its best model."""
+        if self.run.stop_reason == "signal":
+            return
+        val_loss, metrics, _ = self.validate()
+        if val_loss is None:
+            return
+        self.log_validation(where, val_loss, metrics)
+        manager = self.run.manager
+        if manager.is_better(val_loss):
+            manager.best_metric = float(val_loss)
+            if is_main_process():
+                save_checkpoint(manager.best_path, manager.stamp(state))
+                print(f"Saved best model: {manager.best_path}")
 
     # -- checkpoints, logs, images
 
@@ -467,7 +545,9 @@ class Trainer:
                     logged = True
             if run.should_stop(self.global_step):
                 bar.close()
-                return run.stop(self._state(epoch, batch_index + 1), f"at epoch {epoch_no}, batch {batch_index + 1}")
+                state, where = self._state(epoch, batch_index + 1), f"at epoch {epoch_no}, batch {batch_index + 1}"
+                self.validate_at_stop(state, where)
+                return run.stop(state, where)
         bar.close()
         if last is not None and not logged:
             self.log_train(last)  # an epoch shorter than log_every_n_steps still charts its train/* values
@@ -486,12 +566,8 @@ class Trainer:
         val_loss, val_metrics, sample = None, {}, None
         if epoch_no % max(1, t.val_every_n_epochs) == 0 or epoch_no == t.epochs:
             val_loss, val_metrics, sample = self.validate()
-            if val_loss is not None and main:
-                print(f"[Validation] Epoch {epoch_no} - Loss: {val_loss:.3f}  "
-                      f"PSNR albedo {val_metrics.get('psnr_albedo', 0):.2f} dB  "
-                      f"normal {val_metrics.get('normal_angle_mean', 0):.1f}°")
-                self.tracker.log_metrics({"val/loss": val_loss} | {f"val/{k}": v for k, v in val_metrics.items()},
-                                         self.global_step)
+            if val_loss is not None:
+                self.log_validation(f"Epoch {epoch_no}", val_loss, val_metrics)
         monitor = val_loss
         if monitor is None and self.val_idx == []:
             monitor = means.get("G_loss")

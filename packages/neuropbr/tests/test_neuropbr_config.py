@@ -24,7 +24,7 @@ def test_spec_defaults():
 
 
 @pytest.mark.parametrize("name", ["default", "quick_test", "lightweight", "high_quality", "fast_iteration",
-                                  "normal_focused", "configs/high_quality.py"])
+                                  "normal_focused", "configs/high_quality.py", "real_cpu", "configs/real_cpu.py"])
 def test_presets_and_files_load(name):
     cfg = load_config(name).finalize()
     assert isinstance(cfg, TrainConfig)
@@ -34,6 +34,8 @@ def test_presets_and_files_load(name):
         assert not cfg.model.use_gan and cfg.loss.w_gan == 0.0
     if "high_quality" in name:
         assert cfg.model.encoder_backbone == "resnet101"
+    if "real_cpu" in name:
+        assert not cfg.model.use_gan and cfg.optimizer.scheduler == "none" and cfg.data.val_ratio == 0.2
 
 
 def test_custom_config_template(tmp_path: Path):

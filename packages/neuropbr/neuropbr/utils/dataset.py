@@ -61,6 +61,15 @@ def resolve_curriculum(use_dirty: bool = False, curriculum: int | None = None) -
 
 def load_metadata(path: str | Path) -> dict[str, str]:
     """``{sample_name: material_name}``; values may also be ``{"material_name": ...}`` objects."""
+    return read_metadata(path)[0]
+
+
+def read_metadata(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """``({sample: material folder}, {sample: group})``.
+
+    The group is the material a sample shows: the value's ``"group"`` key when it has one (a crop of a
+    real material has its own target folder but belongs to the material), else the folder name.
+    """
     path = Path(path)
     if not path.is_file():
         raise MetadataNotFoundError(
@@ -73,14 +82,19 @@ def load_metadata(path: str | Path) -> dict[str, str]:
         raise DataError(f"{path}: malformed JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object mapping sample names to materials, found {type(raw).__name__}")
-    meta = {}
+    meta, groups = {}, {}
     for sample, value in raw.items():
+        group = None
         if isinstance(value, dict):
+            group = value.get("group")
             value = value.get("material_name", value.get("material"))
         if not isinstance(value, str) or not value:
             raise DataError(f"{path}: entry '{sample}' must name a material folder (a string), got {value!r}")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise DataError(f"{path}: entry '{sample}' has a 'group' that is not a name: {group!r}")
         meta[str(sample)] = value
-    return meta
+        groups[str(sample)] = group or value
+    return meta, groups
 
 
 class PBRDataset(Dataset):
@@ -114,7 +128,7 @@ class PBRDataset(Dataset):
             if not folder.is_dir():
                 raise DataError(f"{folder}: {what} folder not found")
         self.metadata_path = Path(metadata_path) if metadata_path else self.input_dir / "render_metadata.json"
-        self.metadata = load_metadata(self.metadata_path)
+        self.metadata, self.groups = read_metadata(self.metadata_path)
         self.mode = resolve_curriculum(use_dirty, curriculum_mode)
         self.image_size = _size(image_size)
         self.output_size = _size(output_size) if output_size else self.image_size
@@ -167,8 +181,9 @@ class PBRDataset(Dataset):
 
     @property
     def group_keys(self) -> list[str]:
-        """Sample of each item: the split keeps a sample's clean and dirty renders on one side."""
-        return [name for _, name, _ in self.entries]
+        """Material of each item: the split keeps every sample of a material (crops, clean and dirty
+        renders) on one side, so validation scores materials the model never trained on."""
+        return [self.groups[name] for _, name, _ in self.entries]
 
     def load_views(self, idx: int) -> torch.Tensor:
         """Unnormalised views ``(3, 3, H, W)`` in [0, 1] (resized to ``image_size``)."""
@@ -256,10 +271,11 @@ def load_material(folder: str | Path, size: tuple[int, int] | int | None = None)
 
 
 def train_val_split(group_keys: Sequence[str], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic split of item indices by group (sample), shuffled once with ``seed``.
+    """Deterministic split of item indices by group (material), shuffled once with ``seed``.
 
-    ``val_ratio > 0`` with at least two groups puts at least one group in validation. Both renders of a
-    sample (clean and dirty) land on the same side, so validation never sees a training material.
+    ``val_ratio > 0`` with at least two groups puts at least one group in validation. Every item of a
+    group (a material's samples, clean and dirty) lands on the same side, so validation never sees a
+    training material.
     """
     groups = sorted(set(group_keys))
     gen = torch.Generator().manual_seed(int(seed))

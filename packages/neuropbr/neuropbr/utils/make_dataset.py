@@ -6,23 +6,62 @@ materials. Output::
     <root>/input/clean/sample_XXXX/{0,1,2}.png
     <root>/input/dirty/sample_XXXX/{0,1,2}.png      (with dirty=True)
     <root>/input/render_metadata.json
-    <root>/output/<material>/{albedo,roughness,metallic,normal}.png
+    <root>/output/<name>/{albedo,roughness,metallic,normal}.png
+
+A handful of real materials makes a handful of samples, too few to learn from; ``crops=N`` adds N
+random crops of each material (random scale, position and flips, the normals flipped with the map),
+each its own target folder ``<material>__cNNN``, listed in the metadata with ``"group": <material>``, so the
+train/val split (by material) keeps all of a material's crops on one side.
+
+From the command line (the learning benchmark's real-data recipe)::
+
+    python -m neuropbr.utils.make_dataset MATERIALS_DIR ROOT --size 128 --crops 24
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from neuropbr.maps import maps_for_display
+from neuropbr.maps import maps_for_display, resize_maps
 from neuropbr.utils.dataset import MAP_FILES, VIEW_FILES, load_material
 from neuropbr.utils.render import DEFAULT_SETUPS, dirty_views, render_views
 from neuropbr.utils.synthetic import make_material
-from shared.errors import DataError
+from shared.errors import DataError, cli_entry
 from shared.images import save_image
+
+# The smallest crop side as a fraction of the material's: smaller crops would be mostly upsampling.
+MIN_CROP_FRACTION = 0.25
+
+
+def random_crop(maps: dict[str, torch.Tensor], size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random square crop of full-size maps ``(C, H, W)`` (side between ``MIN_CROP_FRACTION`` of the
+    material and all of it), randomly flipped, resized to ``size``.
+
+    Flips negate the normal's matching component (x for a left-right flip, y for an up-down one), so the
+    crop is a valid material that the renderer shades as it would a real one.
+    """
+    h, w = maps["albedo"].shape[-2:]
+    full = min(h, w)
+    lo = min(full, max(size, int(full * MIN_CROP_FRACTION)))
+    side = int(torch.randint(lo, full + 1, (1,), generator=gen))
+    top = int(torch.randint(0, h - side + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - side + 1, (1,), generator=gen))
+    out = {k: v[..., top:top + side, left:left + side] for k, v in maps.items()}
+    flip_x, flip_y = (bool(b) for b in torch.randint(0, 2, (2,), generator=gen))
+    sign = torch.ones(3, 1, 1)
+    if flip_x:
+        out = {k: v.flip(-1) for k, v in out.items()}
+        sign[0] = -1
+    if flip_y:
+        out = {k: v.flip(-2) for k, v in out.items()}
+        sign[1] = -1
+    out["normal"] = out["normal"] * sign
+    return {k: v[0] for k, v in resize_maps({k: v[None] for k, v in out.items()}, (size, size)).items()}
 
 
 def _write_sample(root: Path, index: int, material: str, maps: dict[str, torch.Tensor], dirty: bool,
@@ -44,15 +83,27 @@ def _write_sample(root: Path, index: int, material: str, maps: dict[str, torch.T
 
 
 def write_dataset_from_materials(material_dirs: Sequence[Path], root: str | Path, size: int | None = None,
-                                 dirty: bool = True, seed: int = 0) -> dict[str, str]:
-    """One sample per material folder; returns the metadata written."""
+                                 dirty: bool = True, seed: int = 0, crops: int = 0) -> dict[str, str | dict[str, str]]:
+    """One sample per material folder (the whole material at ``size``), plus ``crops`` random crops of
+    each (needs ``size``); returns the metadata written (sample → material)."""
     root = Path(root)
     if not material_dirs:
         raise DataError("no material folders given")
-    metadata = {}
-    for i, folder in enumerate(material_dirs):
+    if crops and not size:
+        raise DataError("crops need a size")
+    metadata, index = {}, 0
+    for m, folder in enumerate(material_dirs):
+        name = Path(folder).name
+        full = load_material(folder) if crops else None
         maps = load_material(folder, size)
-        metadata[_write_sample(root, i, Path(folder).name, maps, dirty, seed)] = Path(folder).name
+        metadata[_write_sample(root, index, name, maps, dirty, seed)] = name
+        index += 1
+        gen = torch.Generator().manual_seed(seed * 100_003 + m)
+        for c in range(crops):
+            sample = _write_sample(root, index, f"{name}__c{c:03d}", random_crop(full, size, gen), dirty, seed)
+            # The crop's maps live in their own folder; its group is the material it was cut from.
+            metadata[sample] = {"material_name": f"{name}__c{c:03d}", "group": name}
+            index += 1
     _write_metadata(root, metadata)
     return metadata
 
@@ -73,3 +124,34 @@ def _write_metadata(root: Path, metadata: dict[str, str]) -> None:
     path = root / "input" / "render_metadata.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def material_folders(folder: str | Path) -> list[Path]:
+    """The material folders (those holding all four map PNGs) directly under ``folder``, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: materials folder not found")
+    found = [p for p in sorted(folder.iterdir()) if p.is_dir() and all((p / f).is_file() for f in MAP_FILES.values())]
+    if not found:
+        raise DataError(f"{folder}: no material folders with {', '.join(MAP_FILES.values())}")
+    return found
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Render real material maps into a NeuroPBR dataset (input/ + output/).")
+    p.add_argument("materials", help="folder of <material>/{albedo,roughness,metallic,normal}.png")
+    p.add_argument("root", help="dataset root to write (input/ and output/)")
+    p.add_argument("--size", type=int, default=128, help="side of the views and maps")
+    p.add_argument("--crops", type=int, default=0, help="random crops per material besides the whole")
+    p.add_argument("--dirty", action="store_true", help="also write dirty renders")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    meta = write_dataset_from_materials(material_folders(args.materials), args.root, args.size, args.dirty,
+                                        args.seed, args.crops)
+    print(f"wrote {len(meta)} sample(s) to {args.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
