@@ -232,7 +232,10 @@ def run_benchmark(adapter: Adapter, train_dir: Path, eval_dir: Path, minutes: fl
     command = adapter.train_command(train_dir.resolve(), work.resolve(), minutes, device)
     started = datetime.datetime.now(datetime.UTC)
     print(f"[learning] {adapter.package}: training {minutes:g} min, log {out / 'train.log'}", file=sys.stderr)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     status, seconds = run_training(command, minutes, out / "train.log")
+    # Other work on the machine slows the trainer: the 15-minute load average at the end says how much.
+    load_after = os.getloadavg()[2] if hasattr(os, "getloadavg") else None
     if status != 0:
         print(f"[learning] {adapter.package}: the trainer exited {status}; see {out / 'train.log'}",
               file=sys.stderr)
@@ -247,7 +250,8 @@ def run_benchmark(adapter: Adapter, train_dir: Path, eval_dir: Path, minutes: fl
         "checkpoint": str(checkpoint.relative_to(out)) if checkpoint.is_relative_to(out) else str(checkpoint),
         "train_files": sorted(str(p.relative_to(train_dir)) for p in train_dir.rglob("*") if p.is_file()),
         "eval_files": sorted(str(p.relative_to(eval_dir)) for p in eval_dir.rglob("*") if p.is_file()),
-        "device": device, "machine": machine(), "date": started.isoformat(timespec="seconds"),
+        "device": device, "machine": {**machine(), "load_average_at_start": load_before,
+                                      "load_average_15min_at_end": load_after}, "date": started.isoformat(timespec="seconds"),
         "command": "python " + " ".join(command.argv), "curve": asdict(curve),
     }
     (out / "learning.json").write_text(json.dumps(result, indent=2) + "\n")
