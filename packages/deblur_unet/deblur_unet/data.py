@@ -126,16 +126,25 @@ class DeblurDataset(Dataset):
     Call :meth:`set_epoch` at the start of every epoch so crops change from one epoch to the next.
     """
 
-    def __init__(self, pairs: Sequence[Pair], patch_size: int = 256, training: bool = True, seed: int = 0) -> None:
+    def __init__(self, pairs: Sequence[Pair], patch_size: int = 256, training: bool = True, seed: int = 0,
+                 crops_per_image: int = 1, cache: bool = False) -> None:
         if not pairs:
             raise DataError("no image pairs to load")
         if training and patch_size <= 0:
             raise DataError(f"patch_size must be positive for training, got {patch_size}")
+        if crops_per_image < 1:
+            raise DataError(f"crops_per_image must be >= 1, got {crops_per_image}")
         self.pairs = list(pairs)
         self.patch_size = patch_size
         self.training = training
         self.seed = seed
+        # A 1280×720 frame holds dozens of 128-px patches: with few frames, one crop each per epoch
+        # makes epochs of a step or two, most of their time spent validating and restarting workers.
+        self.crops_per_image = crops_per_image if training else 1
         self.epoch = 0
+        # Decoding two 1280×720 PNGs per patch costs as much as a step of a small model on a CPU.
+        # Loaded here, in the main process, so that forked DataLoader workers share the arrays.
+        self._cache = [self._read(i) for i in range(len(self.pairs))] if cache else None
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> DeblurDataset:
@@ -145,10 +154,16 @@ class DeblurDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.pairs) * self.crops_per_image
 
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Both images as uint8 ``(H, W, 3)``, checked to match and to hold one patch."""
+        index %= len(self.pairs)
+        if self._cache is not None:
+            return self._cache[index]
+        return self._read(index)
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         blur_path, sharp_path = self.pairs[index]
         blur, sharp = read_image(blur_path), read_image(sharp_path)
         if blur.shape != sharp.shape:

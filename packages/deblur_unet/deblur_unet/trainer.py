@@ -25,7 +25,7 @@ from deblur_unet.data import DeblurDataset, SyntheticDeblurDataset, split_pairs,
 from deblur_unet.losses import CharbonnierLoss
 from deblur_unet.model import DeblurUNet, count_parameters
 from shared.amp import MixedPrecision, NonFiniteError
-from shared.checkpoint import CheckpointManager
+from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, wrap_ddp
 from shared.errors import DataError, unwrap_worker_error
@@ -71,9 +71,21 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
         val_pairs = train_pairs
     check_pairs(train_pairs, cfg.patch_size)
     check_pairs(val_pairs, cfg.val_patch_size)
-    train = DeblurDataset(train_pairs, cfg.patch_size, training=True, seed=cfg.seed)
+    train = DeblurDataset(train_pairs, cfg.patch_size, training=True, seed=cfg.seed,
+                          crops_per_image=cfg.crops_per_image,
+                          cache=cfg.cache_images)
     val = DeblurDataset(val_pairs, cfg.val_patch_size, training=False, seed=cfg.seed)
     return train, val
+
+
+def build_model(cfg: TrainConfig) -> DeblurUNet:
+    model = DeblurUNet(base_ch=cfg.base_ch, residual=cfg.residual)
+    if cfg.zero_init:
+        # With the global residual this starts at the identity, i.e. at the blurry input's PSNR, instead
+        # of the input plus a random head's noise that a short run spends its steps removing.
+        torch.nn.init.zeros_(model.final.weight)
+        torch.nn.init.zeros_(model.final.bias)
+    return model
 
 
 def _loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: TrainConfig, device) -> DataLoader:
@@ -85,9 +97,10 @@ def _loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: Train
 # ------------------------------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: DataLoader, criterion, amp: MixedPrecision, device) -> dict[str, float]:
-    """Mean ``val_loss``, ``psnr`` and ``ssim`` over the loader (averaged over ranks under DDP)."""
+    """Mean ``val_loss``, ``psnr`` and ``ssim`` over the loader (averaged over ranks under DDP), and
+    ``input_psnr``/``input_ssim``: the blurry input's own, the baseline a deblurring model must beat."""
     model.eval()
-    totals = {"val_loss": 0.0, "psnr": 0.0, "ssim": 0.0}
+    totals = {"val_loss": 0.0, "psnr": 0.0, "ssim": 0.0, "input_psnr": 0.0, "input_ssim": 0.0}
     count = 0
     for blur, sharp in loader:
         blur, sharp = blur.to(device), sharp.to(device)
@@ -95,13 +108,22 @@ def validate(model: torch.nn.Module, loader: DataLoader, criterion, amp: MixedPr
             output = model(blur)
         output = output.float()
         totals["val_loss"] += float(criterion(output, sharp)) * blur.shape[0]
-        out01, sharp01 = to_unit_range(output), to_unit_range(sharp)
+        out01, sharp01, blur01 = to_unit_range(output), to_unit_range(sharp), to_unit_range(blur)
         totals["psnr"] += float(psnr(out01, sharp01).sum())
         totals["ssim"] += float(ssim(out01, sharp01).sum())
+        totals["input_psnr"] += float(psnr(blur01, sharp01).sum())
+        totals["input_ssim"] += float(ssim(blur01, sharp01).sum())
         count += blur.shape[0]
     model.train()
     total_count = all_reduce_mean(float(count))
     return {k: all_reduce_mean(v) / max(total_count, 1e-12) for k, v in totals.items()}
+
+
+def log_validation(run: TrainingRun, metrics: dict[str, float], global_step: int) -> str:
+    """``val/psnr`` beside ``val/psnr_input`` (and SSIM) in the tracker; returns the console line."""
+    model = {"psnr": metrics["psnr"], "ssim": metrics["ssim"]}
+    baselines = {"input": {"psnr": metrics["input_psnr"], "ssim": metrics["input_ssim"]}}
+    return run.log_validation(model, baselines, global_step)
 
 
 @torch.no_grad()
@@ -116,6 +138,22 @@ def save_samples(model, dataset: Dataset, path: Path, amp: MixedPrecision, devic
         rows.append([to_unit_range(blur), to_unit_range(output), to_unit_range(sharp)])
     model.train()
     return save_image_grid(path, rows)
+
+
+def validate_at_stop(run: TrainingRun, manager: CheckpointManager, stopped: dict[str, Any], model, loader,
+                     criterion, amp: MixedPrecision, device, global_step: int, is_main: bool) -> None:
+    """Validate a run stopped by its budget; write ``best.pth`` (the stopped state) if it improved."""
+    metrics = validate(model, loader, criterion, amp, device)
+    improved = manager.is_better(metrics["val_loss"])
+    run.tracker.log_metrics(metrics, step=global_step)
+    line = log_validation(run, metrics, global_step)
+    if improved:
+        manager.best_metric = float(metrics["val_loss"])
+        if is_main:
+            save_checkpoint(manager.best_path, manager.stamp(stopped))
+    if is_main:
+        tqdm.write(f"at the stop: val_loss {metrics['val_loss']:.4f}{'  *best*' if improved else ''}; {line}",
+                   file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------- MLflow
@@ -174,7 +212,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                       budget=Budget(cfg.max_minutes, cfg.max_steps))
     train_set, val_set = build_datasets(cfg)
 
-    model = DeblurUNet(base_ch=cfg.base_ch, residual=cfg.residual).to(device)
+    model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     amp = MixedPrecision(cfg.precision, device, modules=[model])
     criterion = CharbonnierLoss(cfg.charbonnier_eps)
@@ -235,8 +273,14 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                     bar.update(1)
                     bar.set_postfix(loss=f"{means.local().get('train_loss', float('nan')):.4f}")
                     if run.should_stop(global_step):
-                        run.stop_and_exit(state(epoch, epoch_step=steps, running=means.state_dict()),
-                                          f"at step {steps} of epoch {epoch + 1}")
+                        # Taken before validating, so that the saved RNG streams are an uninterrupted run's.
+                        stopped = state(epoch, epoch_step=steps, running=means.state_dict())
+                        if run.stop_reason != "signal":
+                            # A budget may end a run before its first epoch does (or long after the last
+                            # validation): validate here so that best.pth is chosen on validation.
+                            validate_at_stop(run, manager, stopped, ddp_model, val_loader, criterion, amp,
+                                             device, global_step, info.is_main)
+                        run.stop_and_exit(stopped, f"at step {steps} of epoch {epoch + 1}")
             except DataError as exc:
                 raise unwrap_worker_error(exc) from None
             except NonFiniteError as exc:
@@ -251,9 +295,11 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
             improved = manager.is_better(metrics["val_loss"])
             no_improve = 0 if improved else no_improve + 1
             tracker.log_metrics({**metrics, "epoch": epoch + 1}, step=global_step)
+            line = log_validation(run, metrics, global_step)
             if info.is_main:
                 tqdm.write(f"epoch {epoch + 1}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                            + ("  *best*" if improved else ""), file=sys.stderr)
+                tqdm.write(line, file=sys.stderr)
                 if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
                     grid = save_samples(model, val_set, Path(cfg.output_dir) / "samples" / f"epoch_{epoch + 1:04d}.png",
                                         amp, device)

@@ -159,3 +159,32 @@ def test_synthetic_pairs_are_blurred_versions_and_deterministic():
     v0 = val[0][0]
     val.set_epoch(5)
     assert torch.equal(val[0][0], v0)
+
+
+def test_crops_per_image_cuts_several_different_crops_of_each_image(tmp_path):
+    _write_pairs(tmp_path, ["a", "b"], size=(64, 64))
+    pairs = find_pairs(tmp_path)
+    ds = DeblurDataset(pairs, patch_size=16, training=True, seed=0, crops_per_image=3)
+    assert len(ds) == 6
+    for i in range(2):  # index i, i + 2, i + 4: image i
+        assert all(np.array_equal(a, b) for a, b in zip(ds.load_pair(i), ds.load_pair(i + 4), strict=True))
+    crops = [ds[i][1] for i in (0, 2, 4)]
+    assert not torch.equal(crops[0], crops[1]) and not torch.equal(crops[1], crops[2])
+    assert DeblurDataset(pairs, patch_size=16, training=False, crops_per_image=3).__len__() == 2
+
+
+def test_cached_images_give_the_same_samples(tmp_path):
+    _write_pairs(tmp_path, ["a", "b", "c"], size=(48, 40))
+    pairs = find_pairs(tmp_path)
+    plain = DeblurDataset(pairs, patch_size=16, training=True, seed=5, crops_per_image=2)
+    cached = DeblurDataset(pairs, patch_size=16, training=True, seed=5, crops_per_image=2, cache=True)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            assert all(torch.equal(p, c) for p, c in zip(plain[i], cached[i], strict=True))
+    expected = plain[0][0]
+    (tmp_path / "blur" / "a.png").unlink()  # decoded once, at construction: the file is no longer needed
+    assert torch.equal(cached[0][0], expected)
+    with pytest.raises(DataError):
+        plain[0]

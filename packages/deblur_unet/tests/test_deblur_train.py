@@ -28,3 +28,66 @@ def test_train_loss_is_the_mean_over_the_steps_that_went_through(tmp_path, monke
     assert len(training_losses) == 4 and summary["global_step"] == 2  # steps 2 and 3 were skipped
     expected = (training_losses[0] + training_losses[3]) / 2
     assert summary["last_metrics"]["train_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def _scalars(log_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events_file in sorted(log_dir.rglob("events.out.tfevents.*")):
+        events = EventAccumulator(str(events_file.parent), size_guidance={"scalars": 0}).Reload()
+        if tag in events.Tags()["scalars"]:
+            values.update({e.step: e.value for e in events.Scalars(tag)})
+    return values
+
+
+def _tiny(tmp_path, **overrides):
+    settings = dict(synthetic=True, synthetic_samples=8, batch_size=2, patch_size=32, base_ch=8, num_workers=0,
+                    epochs=1, tracker="tensorboard", sample_every=0, device="cpu", patience=0,
+                    checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"))
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_validation_logs_the_blurry_inputs_psnr_beside_the_models(tmp_path, capsys):
+    from deblur_unet.data import SyntheticDeblurDataset, to_unit_range
+    from shared.metrics import psnr, ssim
+
+    summary = trainer.train(_tiny(tmp_path))
+
+    # The validation set the trainer builds for --synthetic: a quarter of the samples, at the patch size.
+    val = SyntheticDeblurDataset(2, 32, training=False, seed=42)
+    blur = to_unit_range(torch.stack([val[i][0] for i in range(len(val))]))
+    sharp = to_unit_range(torch.stack([val[i][1] for i in range(len(val))]))
+    expected_psnr, expected_ssim = float(psnr(blur, sharp).mean()), float(ssim(blur, sharp).mean())
+    step = summary["global_step"]
+    logged = tmp_path / "out"
+    assert _scalars(logged, "val/psnr_input")[step] == pytest.approx(expected_psnr, abs=1e-3)
+    assert _scalars(logged, "val/ssim_input")[step] == pytest.approx(expected_ssim, abs=1e-4)
+    assert _scalars(logged, "val/psnr")[step] == pytest.approx(summary["last_metrics"]["psnr"], abs=1e-3)
+    assert f"(input {expected_psnr:.2f})" in capsys.readouterr().err
+
+
+def test_a_budget_stop_validates_and_writes_best(tmp_path, capsys):
+    from shared.checkpoint import load_checkpoint
+
+    # 4 steps per epoch; the budget ends the run after 2, before any end-of-epoch validation.
+    cfg = _tiny(tmp_path, max_steps=2)
+    with pytest.raises(SystemExit) as stopped:
+        trainer.train(cfg)
+    assert stopped.value.code == 0
+    best = load_checkpoint(tmp_path / "ckpt" / "best.pth")
+    latest = load_checkpoint(tmp_path / "ckpt" / "latest.pth")
+    assert best["global_step"] == latest["global_step"] == 2
+    assert torch.equal(best["state"]["model"]["final.weight"], latest["state"]["model"]["final.weight"])
+    assert best["best_metric"] == latest["best_metric"] is not None
+    assert set(_scalars(tmp_path / "out", "val/psnr_input")) == {2}
+    assert "at the stop: val_loss" in capsys.readouterr().err
+
+
+def test_zero_init_with_residual_starts_at_the_identity():
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        identity = TrainConfig(synthetic=True, base_ch=8, residual=True, zero_init=True)
+        assert torch.equal(trainer.build_model(identity)(x), x)
+        random_head = TrainConfig(synthetic=True, base_ch=8, residual=True, zero_init=False)
+        assert not torch.equal(trainer.build_model(random_head)(x), x)
