@@ -83,6 +83,11 @@ class ModelConfig:
     # Channels of the decoder stages, deepest first (each stage doubles the resolution).
     decoder_channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
     output_channels: list[int] = field(default_factory=lambda: [3, 1, 1, 3])
+    # A normal head of its own on the decoder output plus the full-resolution view features, predicting
+    # the tilt (x, y) from flat, so that pixel-scale shading differences between the views reach the
+    # normal without going through the stage the albedo shares. Off: short runs have not shown it helps
+    # (README, "Recommended recipe on real materials (CPU)").
+    normal_detail_head: bool = False
 
     use_gan: bool = True
     discriminator_type: str = "configurable"  # configurable | simple (3 layers, 70×70)

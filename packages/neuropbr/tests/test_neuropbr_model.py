@@ -7,6 +7,7 @@ import torch
 
 from neuropbr import MultiViewPBRGenerator
 from neuropbr.models import PatchDiscriminator, build_discriminator, patchgan_receptive_field
+from neuropbr.models.decoders.unet import PBRHeads
 
 
 @pytest.mark.parametrize("size", [(64, 64), (48, 80)])
@@ -103,3 +104,33 @@ def test_tiled_prediction_at_native_resolution(tiny_config):
     for out in (tiled, resized):
         assert out["albedo"].shape == (1, 3, 80, 72) and out["metallic"].shape == (1, 1, 80, 72)
         assert torch.allclose(out["normal"].norm(dim=1), torch.ones(1, 80, 72), atol=1e-4)
+
+
+def test_normal_detail_head_predicts_tilt_from_flat():
+    torch.manual_seed(0)
+    heads = PBRHeads(4, detail_channels=2)
+    x, detail = torch.randn(1, 4, 5, 5), torch.randn(1, 2, 5, 5)
+    flat = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 5, 5)
+    assert torch.equal(heads(x, detail)["normal"], flat)  # zero tilt at initialisation
+    # A tilt (x, y) = (0.75, 0) everywhere: normal (0.75, 0, 1) / 1.25 = (0.6, 0, 0.8).
+    heads.heads["normal"][-1].bias.data = torch.tensor([0.75, 0.0])
+    expected = torch.tensor([0.6, 0.0, 0.8]).view(1, 3, 1, 1).expand(1, 3, 5, 5)
+    assert torch.allclose(heads(x, detail)["normal"], expected, atol=1e-6)
+    # The detail features reach the normal head only.
+    torch.nn.init.normal_(heads.heads["normal"][-1].weight)
+    a, b = heads(x, detail), heads(x, detail + 1.0)
+    assert not torch.allclose(a["normal"], b["normal"]) and torch.equal(a["albedo"], b["albedo"])
+    with pytest.raises(ValueError, match="detail"):
+        heads(x)
+
+
+def test_generator_with_normal_detail_head_starts_flat_and_learns(tiny_config):
+    torch.manual_seed(0)
+    model = MultiViewPBRGenerator(tiny_config(normal_detail_head=True))
+    x = torch.randn(2, 3, 3, 32, 32)
+    normal = model(x)["normal"]
+    assert normal.shape == (2, 3, 32, 32) and torch.equal(normal[:, 2], torch.ones(2, 32, 32))
+    target = torch.nn.functional.normalize(torch.randn(2, 3, 32, 32) * 0.1 + torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1), dim=1)
+    (model(x)["normal"] - target).abs().mean().backward()
+    last = model.heads.heads["normal"][-1]
+    assert last.weight.grad is not None and float(last.weight.grad.abs().sum()) > 0

@@ -89,7 +89,7 @@ class MultiViewPBRGenerator(nn.Module):
         dec_ch = list(cfg.decoder_channels)[: len(skip_ch)]
         dec_ch += [dec_ch[-1]] * (len(skip_ch) - len(dec_ch))
         self.decoder = UNetDecoder(cfg.transformer_dim, skip_ch, dec_ch)
-        self.heads = PBRHeads(self.decoder.out_channels)
+        self.heads = PBRHeads(self.decoder.out_channels, INPUT_SKIP_CHANNELS if cfg.normal_detail_head else 0)
         if cfg.freeze_backbone:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
@@ -126,7 +126,7 @@ class MultiViewPBRGenerator(nn.Module):
             skips[-1] = torch.cat([skips[-1], detail], dim=1)
         else:
             skips.append(detail)
-        out = self.heads(self.decoder(fused, skips))
+        out = self.heads(self.decoder(fused, skips), detail if self.config.normal_detail_head else None)
         if pad_h or pad_w:
             out = {k: t[..., :h, :w] for k, t in out.items()}
         return out

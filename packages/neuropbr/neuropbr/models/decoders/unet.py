@@ -34,16 +34,33 @@ class UNetDecoder(nn.Module):
         return x
 
 
-class PBRHeads(nn.Module):
-    """Four heads: albedo (3, sigmoid), roughness (1, sigmoid), metallic (1, sigmoid), normal (3, unit)."""
+NORMAL_DETAIL_CHANNELS = 32
 
-    def __init__(self, in_channels: int) -> None:
+
+class PBRHeads(nn.Module):
+    """Four heads: albedo (3, sigmoid), roughness (1, sigmoid), metallic (1, sigmoid), normal (3, unit).
+
+    With ``detail_channels`` the normal head also reads full-resolution ``detail`` features and predicts
+    only the tilt ``(x, y)``; the normal is ``normalize(x, y, 1)``, exactly flat at initialisation.
+    """
+
+    def __init__(self, in_channels: int, detail_channels: int = 0) -> None:
         super().__init__()
+        self.detail_channels = detail_channels
         self.heads = nn.ModuleDict({
             name: nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(inplace=True),
                                 nn.Conv2d(in_channels, ch, 1))
             for name, ch in (("albedo", 3), ("roughness", 1), ("metallic", 1), ("normal", 3))
         })
+        if detail_channels:
+            c = NORMAL_DETAIL_CHANNELS
+            self.heads["normal"] = nn.Sequential(
+                nn.Conv2d(in_channels + detail_channels, c, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, 2, 1))
+            # Zero tilt at the start: the mean normal is near flat, so a random one would only cost angle.
+            nn.init.zeros_(self.heads["normal"][-1].weight)
+            nn.init.zeros_(self.heads["normal"][-1].bias)
+            return
         # Start from a flat surface (0, 0, 1) rather than a random direction.
         normal_out = self.heads["normal"][-1]
         nn.init.zeros_(normal_out.bias)
@@ -51,8 +68,14 @@ class PBRHeads(nn.Module):
             normal_out.bias[2] = 1.0
             normal_out.weight.mul_(0.1)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        normal = self.heads["normal"](x)
+    def forward(self, x: torch.Tensor, detail: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.detail_channels:
+            if detail is None:
+                raise ValueError("this normal head needs the full-resolution detail features")
+            tilt = self.heads["normal"](torch.cat([x, detail], dim=1))
+            normal = torch.cat([tilt, torch.ones_like(tilt[:, :1])], dim=1)
+        else:
+            normal = self.heads["normal"](x)
         return {
             "albedo": torch.sigmoid(self.heads["albedo"](x)),
             "roughness": torch.sigmoid(self.heads["roughness"](x)),
