@@ -104,7 +104,10 @@ def _saves(record: Path, rank: int) -> list[str]:
 
 
 VARIANTS = [
-    pytest.param(ENTRIES[0], "torchrun", signal.SIGTERM, id="deblur_unet/train.py-SIGTERM-torchrun"),
+    # All slow: two torchrun workers per case. In CI, shared/tests cover the two-rank stop agreement and
+    # every package covers a signal stop in one process.
+    pytest.param(ENTRIES[0], "torchrun", signal.SIGTERM, id="deblur_unet/train.py-SIGTERM-torchrun",
+                 marks=pytest.mark.slow),
     pytest.param(ENTRIES[0], "torchrun", signal.SIGINT, id="deblur_unet/train.py-SIGINT-torchrun",
                  marks=pytest.mark.slow),
     pytest.param(ENTRIES[0], "all", signal.SIGTERM, id="deblur_unet/train.py-SIGTERM-all",

@@ -134,6 +134,8 @@ def test_dead_rank_fails_the_survivor_within_the_timeout(tmp_path):
     assert time.time() - start < 90
 
 
+# Slow: two gloo processes. test_amp.py keeps the one-process skip, its count and the BatchNorm repair in CI.
+@pytest.mark.slow
 def test_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
     # Were the decision per rank, the finite rank would wait in DDP's gradient all-reduce for a rank that
     # skipped backward: a hang until the timeout.

@@ -131,6 +131,8 @@ def test_budget_stop_mid_epoch_then_resume_auto_continues_exactly(trained, tmp_p
     assert resumed["extra"]["metrics"]["train_loss"] == straight["extra"]["metrics"]["train_loss"]
 
 
+# Slow: the scaffold's killed-then-continued MLflow run is tested in shared/tests/test_training.py.
+@pytest.mark.slow
 def test_sigterm_marks_the_mlflow_run_killed_and_resume_continues_it(tmp_path):
     args = [*TINY, "--checkpoint-dir", tmp_path / "ckpt", "--output-dir", tmp_path / "out", "--sample-every", "0"]
     proc = subprocess.Popen(_command("train.py", *args, "--epochs", "1000"), cwd=tmp_path, env=_env(),
