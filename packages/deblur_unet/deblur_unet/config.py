@@ -27,6 +27,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     charbonnier_eps: float = 1e-3
+    fft_weight: float = 0.0
+    lr_decay_fraction: float = 0.0
     patience: int = 5
     base_ch: int = 32
     # Not the spec's defaults (no residual, random head): that model starts ~9 dB below the blurry input
@@ -70,6 +72,12 @@ class TrainConfig:
             raise ConfigError(f"--val-patch-size must be >= 0 (0 = full images), got {self.val_patch_size}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.fft_weight < 0:
+            raise ConfigError(f"--fft-weight must be >= 0, got {self.fft_weight}")
+        if not 0 <= self.lr_decay_fraction <= 1:
+            raise ConfigError(f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}")
+        if self.lr_decay_fraction and self.max_minutes is None:
+            raise ConfigError("--lr-decay-fraction needs --max-minutes (the schedule follows the time budget)")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.base_ch < 8 or self.base_ch % 8:
@@ -89,6 +97,10 @@ _HELP = {
     "weight_decay": "AdamW weight decay",
     "grad_clip": "clip the gradient norm to this value; 0 = off",
     "charbonnier_eps": "epsilon of the Charbonnier loss",
+    "fft_weight": "weight of a frequency loss (L1 between orthonormal 2-D FFTs, as in MIMO-UNet) added to "
+                  "the Charbonnier loss; 0 = off",
+    "lr_decay_fraction": "with --max-minutes: over this last fraction of the time budget, the learning rate "
+                         "falls along a half cosine to zero (by wall time, so a resumed run may differ); 0 = off",
     "patience": "early stopping: epochs without val_loss improvement; 0 = off",
     "base_ch": "U-Net width of the first level (32 = the spec's 8.6M-parameter model)",
     "residual": "predict a residual added to the input (global skip); off in the spec",

@@ -133,6 +133,21 @@ def deblur_image(model: Callable[[torch.Tensor], torch.Tensor], image: Any, tile
     return _like_input(from_model_range(out[0]), image)
 
 
+def training_tiling(checkpoint: str | Path) -> TilingOptions:
+    """Tiles the size of the checkpoint's training patches, overlapping by a quarter of it.
+
+    GroupNorm normalises over the whole tile, so a tile much larger than the patches the model was
+    trained on gives it statistics it never saw: on the learning benchmark's frames, models trained on
+    128-px patches scored 0.01–0.06 dB more (0.15 on one frame) with 128-px tiles than with 512-px ones
+    (README, "Recommended recipe on real data"). Checkpoints without a recorded patch size get the
+    default tiling.
+    """
+    patch = load_checkpoint(checkpoint).get("config", {}).get("patch_size")
+    if not patch:
+        return TilingOptions()
+    return TilingOptions(tile_size=int(patch), overlap=int(patch) // 4)
+
+
 class Deblurrer:
     """Weights loaded once, reused for every image: what a long-lived server or handler keeps."""
 

@@ -8,6 +8,7 @@ pure function of ``(seed, epoch, index)`` (data order, crops, augmentation).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from deblur_unet.config import TrainConfig
 from deblur_unet.data import DeblurDataset, SyntheticDeblurDataset, split_pairs, to_unit_range
-from deblur_unet.losses import CharbonnierLoss
+from deblur_unet.losses import DeblurLoss
 from deblur_unet.model import DeblurUNet, count_parameters
 from shared.amp import MixedPrecision, NonFiniteError
 from shared.checkpoint import CheckpointManager, save_checkpoint
@@ -76,6 +77,22 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
                           cache=cfg.cache_images)
     val = DeblurDataset(val_pairs, cfg.val_patch_size, training=False, seed=cfg.seed)
     return train, val
+
+
+def lr_factor(elapsed_minutes: float, max_minutes: float | None, decay_fraction: float) -> float:
+    """The learning rate's multiplier: 1, then a half cosine to 0 over the last ``decay_fraction`` of
+    ``max_minutes``.
+
+    By wall time because a time budget fixes no step count to schedule over; the low-rate end averages
+    out the noise of the high constant rate that a short run needs to get anywhere.
+    """
+    if not decay_fraction or max_minutes is None:
+        return 1.0
+    start = (1.0 - decay_fraction) * max_minutes
+    if elapsed_minutes <= start:
+        return 1.0
+    progress = min(1.0, (elapsed_minutes - start) / (decay_fraction * max_minutes))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_model(cfg: TrainConfig) -> DeblurUNet:
@@ -215,7 +232,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     amp = MixedPrecision(cfg.precision, device, modules=[model])
-    criterion = CharbonnierLoss(cfg.charbonnier_eps)
+    criterion = DeblurLoss(cfg.charbonnier_eps, cfg.fft_weight)
     objects = {"model": model, "optimizer": optimizer, "amp": amp}
 
     start_epoch, global_step, no_improve, resume_step = 0, 0, 0, 0
@@ -263,6 +280,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                 for blur, sharp in islice(train_loader, max(0, limit - steps)):
                     blur = blur.to(device, non_blocking=True)
                     sharp = sharp.to(device, non_blocking=True)
+                    if cfg.lr_decay_fraction:
+                        factor = lr_factor(run.elapsed_minutes(), cfg.max_minutes, cfg.lr_decay_fraction)
+                        for group in optimizer.param_groups:
+                            group["lr"] = cfg.lr * factor
                     with amp.autocast():
                         loss = criterion(ddp_model(blur), sharp)
                     result = amp.backward_and_step(loss, optimizer, max_grad_norm=cfg.grad_clip or None)

@@ -80,3 +80,21 @@ def test_tiling_options_are_checked():
         TilingOptions(tile_size=100).validate()
     with pytest.raises(ConfigError, match="--blend"):
         TilingOptions(blend="median").validate()
+
+
+def test_training_tiling_follows_the_checkpoints_patch_size(tmp_path):
+    from deblur_unet.inference import training_tiling
+    from shared.checkpoint import make_training_state, save_checkpoint
+
+    model = DeblurUNet(base_ch=8)
+
+    def checkpoint(name, config):
+        return save_checkpoint(tmp_path / name, make_training_state(
+            kind="deblur_unet", epoch=1, global_step=1, objects={"model": model}, config=config,
+            extra={"model_config": model.config()}))
+
+    tiling = training_tiling(checkpoint("p128.pth", {"patch_size": 128}))
+    assert (tiling.tile_size, tiling.overlap) == (128, 32)
+    default = TilingOptions()
+    tiling = training_tiling(checkpoint("none.pth", None))
+    assert (tiling.tile_size, tiling.overlap) == (default.tile_size, default.overlap)

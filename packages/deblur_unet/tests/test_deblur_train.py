@@ -5,13 +5,13 @@ import torch
 
 from deblur_unet import trainer
 from deblur_unet.config import TrainConfig
-from deblur_unet.losses import CharbonnierLoss
+from deblur_unet.losses import DeblurLoss
 
 
 def test_train_loss_is_the_mean_over_the_steps_that_went_through(tmp_path, monkeypatch):
     training_losses: list[float] = []
 
-    class NonFiniteOnSteps2And3(CharbonnierLoss):
+    class NonFiniteOnSteps2And3(DeblurLoss):
         def forward(self, output, target):
             loss = super().forward(output, target)
             if not torch.is_grad_enabled():  # validation
@@ -19,7 +19,7 @@ def test_train_loss_is_the_mean_over_the_steps_that_went_through(tmp_path, monke
             training_losses.append(float(loss.detach()))
             return loss * float("nan") if len(training_losses) in (2, 3) else loss
 
-    monkeypatch.setattr(trainer, "CharbonnierLoss", NonFiniteOnSteps2And3)
+    monkeypatch.setattr(trainer, "DeblurLoss", NonFiniteOnSteps2And3)
     cfg = TrainConfig(synthetic=True, synthetic_samples=8, batch_size=2, patch_size=32, val_patch_size=32,
                       base_ch=8, num_workers=0, epochs=1, tracker="none", sample_every=0, device="cpu",
                       checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"))
@@ -91,3 +91,21 @@ def test_zero_init_with_residual_starts_at_the_identity():
         assert torch.equal(trainer.build_model(identity)(x), x)
         random_head = TrainConfig(synthetic=True, base_ch=8, residual=True, zero_init=False)
         assert not torch.equal(trainer.build_model(random_head)(x), x)
+
+
+def test_lr_factor_holds_then_falls_along_a_half_cosine():
+    # 10-minute budget, last half decayed: flat to minute 5, cos-halfway (0.5) at 7.5, zero at 10.
+    assert trainer.lr_factor(5.0, 10.0, 0.5) == 1.0
+    assert trainer.lr_factor(7.5, 10.0, 0.5) == pytest.approx(0.5)
+    assert trainer.lr_factor(10.0, 10.0, 0.5) == pytest.approx(0.0)
+    assert trainer.lr_factor(12.0, 10.0, 0.5) == pytest.approx(0.0)  # a late last step stays at zero
+    assert trainer.lr_factor(9.0, 10.0, 0.0) == 1.0  # off
+    assert trainer.lr_factor(9.0, None, 0.5) == 1.0  # no time budget
+
+
+def test_lr_decay_needs_a_time_budget():
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--max-minutes"):
+        TrainConfig(synthetic=True, lr_decay_fraction=0.3).validate()
+    TrainConfig(synthetic=True, lr_decay_fraction=0.3, max_minutes=1.0).validate()
