@@ -66,7 +66,7 @@ from shared.tiling import (
     tile_tensor,
     tiled_forward,
 )
-from shared.tracking import TRACKERS, Tracker, create_tracker
+from shared.tracking import TRACKERS, OfflineRun, Tracker, create_tracker, read_offline_wandb
 from shared.training import (
     Budget,
     RunningMeans,
@@ -84,12 +84,12 @@ __all__ = [
     "PSNR_CAP", "psnr", "ssim", "ssim_map",
     "CheckpointError", "CheckpointManager", "ConfigError", "DataError", "DistInfo", "GracefulStop",
     "ImageReadError", "InputsFailed", "Job", "MixedPrecision", "NonFiniteError", "ResumeInfo", "StepResult",
-    "Tracker", "UserError", "all_reduce_mean", "autocast", "barrier", "capture_rng_state",
+    "OfflineRun", "Tracker", "UserError", "all_reduce_mean", "autocast", "barrier", "capture_rng_state",
     "cleanup_distributed", "cli_entry", "create_blend_weight", "create_tracker", "extract_patch",
     "format_table", "get_local_rank", "get_rank", "get_world_size", "init_distributed", "is_distributed",
     "is_main_process", "list_images", "load_checkpoint", "make_generator", "make_grid", "make_sampler",
     "make_training_state", "pair_by_stem", "patch_grid", "read_image", "report_metrics", "resolve_device",
-    "resolve_jobs", "restore_rng_state", "restore_training_state", "run_jobs", "save_checkpoint",
+    "read_offline_wandb", "resolve_jobs", "restore_rng_state", "restore_training_state", "run_jobs", "save_checkpoint",
     "save_image", "save_image_grid", "seed_everything", "seed_worker", "set_sampler_epoch", "stitch_tiles",
     "tile_positions", "tile_tensor", "tiled_forward", "to_numpy_image", "to_tensor", "unwrap_model",
     "unwrap_worker_error", "wrap_ddp", "write_json",

@@ -12,10 +12,14 @@ non-zero exit (W&B), not FINISHED.
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import struct
 import sys
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -274,3 +278,67 @@ def create_tracker(
     else:
         tracker = WandbTracker(run_dir, project, run_name, entity, config, resume_id)
     return tracker
+
+
+@dataclass(frozen=True)
+class OfflineRun:
+    """An offline W&B run: ``history`` (one dict per log call), ``config``, its id and exit code
+    (75 for a preempted run; ``None`` while it has not exited)."""
+
+    history: list[dict[str, Any]]
+    config: dict[str, Any]
+    run_id: str | None
+    exit_code: int | None
+
+
+def read_offline_wandb(run_folder: str | os.PathLike, wait_seconds: float = 30.0) -> OfflineRun:
+    """Read an offline W&B run folder (``wandb/offline-run-*``) without syncing it.
+
+    What ``wandb sync`` would upload, for checking a run on a machine with no network. A ``.wandb`` file
+    is a LevelDB-style log (32 KiB blocks) of wandb protobuf records; the framing is read here and every
+    record decoded with wandb's own classes. wandb's core process may still be flushing when
+    ``finish()`` returns, so this waits up to ``wait_seconds`` for the run's exit record.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    path = next(Path(run_folder).glob("run-*.wandb"))
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        records = _wandb_records(path.read_bytes(), pb.Record)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    config: dict[str, Any] = {}
+    run_id = exit_code = None
+    for r in records:
+        if r.WhichOneof("record_type") == "run":
+            run_id = r.run.run_id
+            config.update({i.key: json.loads(i.value_json) for i in r.run.config.update})
+        elif r.WhichOneof("record_type") == "exit":
+            exit_code = r.exit.exit_code
+    return OfflineRun(history, config, run_id, exit_code)
+
+
+def _wandb_records(raw: bytes, record_type) -> list:
+    block, pos, pending, records = 32768, 7, b"", []
+    if raw[:4] != b":W&B":
+        raise ValueError("not a W&B run file")
+    while pos + 7 <= len(raw):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
+        # kinds: 1 full, 2 first, 3 middle, 4 last fragment of one record
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = record_type()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records

@@ -1,14 +1,11 @@
 """Each backend writes what it should, read back with the library's own reader."""
 
-import json
-import struct
-import time
 
 import numpy as np
 import pytest
 
 from shared.errors import ConfigError
-from shared.tracking import NoTracker, create_tracker
+from shared.tracking import NoTracker, create_tracker, read_offline_wandb
 
 CONFIG = {"lr": 1e-4, "model": {"base_ch": 32}, "data_dir": None}
 IMAGE = np.zeros((8, 12, 3), dtype=np.uint8)
@@ -53,49 +50,6 @@ def test_mlflow(tmp_path, monkeypatch):
     assert run.info.run_name == "r1" and run.info.status == "FINISHED"
 
 
-def _wandb_records(path):
-    """Records of a .wandb file: a LevelDB-style log (32 KiB blocks) of wandb protobuf Records.
-
-    wandb >= 0.2x reads these files in its Go core only; the framing is read here and every record is
-    decoded with wandb's own protobuf classes.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    raw, block, pos, pending, records = path.read_bytes(), 32768, 7, b"", []
-    assert raw[:4] == b":W&B"
-    while pos + 7 <= len(raw):
-        left = block - pos % block
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
-def _offline_records(run_folder):
-    # wandb-core may still be flushing its log when finish() returns under load: wait for the exit record.
-    for _ in range(120):
-        records = _wandb_records(next(run_folder.glob("run-*.wandb")))  # what `wandb sync` would upload
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            return records
-        time.sleep(0.25)
-    return records
-
-
-def _history(records):
-    return [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            for r in records if r.WhichOneof("record_type") == "history"]
-
-
 def test_wandb_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -105,16 +59,14 @@ def test_wandb_offline(tmp_path, monkeypatch):
     _log(tracker)
     runs = list(run_dir.glob("offline-run-*"))
     assert len(runs) == 1
-    records = _offline_records(runs[0])
-    history = _history(records)
+    offline = read_offline_wandb(runs[0])
+    history = offline.history
     # One W&B step per log call; our step is the global_step metric every chart is drawn against.
     assert [h["_step"] for h in history] == [0, 1, 2, 3]
     assert [h["global_step"] for h in history] == [0, 1, 2, 2]
     assert history[2]["train_loss"] == pytest.approx(1 / 3)
     assert history[3]["samples/width"] == 12
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    config = {i.key: json.loads(i.value_json) for i in run.config.update}
-    assert config["model.base_ch"] == 32
+    assert offline.config["model.base_ch"] == 32
 
 
 def test_none_and_unknown(tmp_path):
@@ -134,7 +86,7 @@ def test_wandb_keeps_metrics_logged_at_an_earlier_step(tmp_path, monkeypatch):
     tracker.log_metrics({"val/loss": 0.4}, step=1)
     tracker.log_image("val/grid", IMAGE, step=1)
     tracker.finish()
-    history = _history(_offline_records(next((tmp_path / "wandb").glob("offline-run-*"))))
+    history = read_offline_wandb(next((tmp_path / "wandb").glob("offline-run-*"))).history
     val = [h for h in history if "val/loss" in h]
     assert len(val) == 1 and val[0]["val/loss"] == pytest.approx(0.4) and val[0]["global_step"] == 1
     assert any("val/grid/width" in h for h in history)
@@ -152,12 +104,9 @@ def test_wandb_resume_continues_the_run_and_marks_a_preempted_one(tmp_path, monk
     second.log_metrics({"loss": 0.5}, step=2)
     second.finish()
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    exits = []
-    for folder in runs:
-        records = _offline_records(folder)
-        assert next(r.run for r in records if r.WhichOneof("record_type") == "run").run_id == first.run_id
-        exits += [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
-    assert sorted(exits) == [0, 75]
+    offline = [read_offline_wandb(folder) for folder in runs]
+    assert {run.run_id for run in offline} == {first.run_id}
+    assert sorted(run.exit_code for run in offline) == [0, 75]
 
 
 def test_wandb_mode_follows_the_login(tmp_path, monkeypatch, capsys):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from neuropbr import run_inference
 from neuropbr import train as train_mod
 from shared.checkpoint import load_checkpoint
 from shared.sampler import EpochSampler
+from shared.tracking import read_offline_wandb
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -153,42 +152,6 @@ def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_pat
     assert read_image(folder_out / "roughness.png", mode="L").shape == (32, 32)
 
 
-def _wandb_history(run_folder: Path) -> list[dict]:
-    """The history records of an offline W&B run (what `wandb sync` would upload).
-
-    A .wandb file is a LevelDB-style log (32 KiB blocks) of wandb protobuf Records; the framing is read
-    here (as in shared/tests/test_tracking.py) and each record decoded with wandb's own classes.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    def records() -> list:
-        raw, block, pos, pending, found = next(run_folder.glob("run-*.wandb")).read_bytes(), 32768, 7, b"", []
-        while pos + 7 <= len(raw):
-            left = block - pos % block
-            if left < 7:
-                pos += left
-                continue
-            _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-            if length == 0 and kind == 0:
-                pos += left
-                continue
-            chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
-            pending = chunk if kind in (1, 2) else pending + chunk
-            if kind in (1, 4):
-                record = pb.Record()
-                record.ParseFromString(pending)
-                found.append(record)
-        return found
-
-    for _ in range(120):  # wandb-core may still be flushing when finish() returns: wait for the exit record
-        found = records()
-        if any(r.WhichOneof("record_type") == "exit" for r in found):
-            break
-        time.sleep(0.25)
-    return [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            for r in found if r.WhichOneof("record_type") == "history"]
-
-
 def test_wandb_run_charts_train_and_validation_at_the_global_step(tiny_config_file: Path, tmp_path: Path,
                                                                   monkeypatch, capsys):
     """Validation and images at the global step (W&B drops records whose step goes back), and train/*
@@ -200,7 +163,7 @@ def test_wandb_run_charts_train_and_validation_at_the_global_step(tiny_config_fi
     config.write_text(TINY_CONFIG.replace("log_every_n_steps = 1", "log_every_n_steps = 100"))
     ckpt = tmp_path / "ck"
     assert train_mod.main(_train_args(config, ckpt, 2, "--tracker", "wandb")[1:]) == 0
-    history = _wandb_history(next((ckpt / "logs" / "wandb").glob("offline-run-*")))
+    history = read_offline_wandb(next((ckpt / "logs" / "wandb").glob("offline-run-*"))).history
 
     def steps(key: str) -> list[int]:  # an image's record holds key/width, key/path, ...
         return [h["global_step"] for h in history if any(k == key or k.startswith(f"{key}/") for k in h)]
