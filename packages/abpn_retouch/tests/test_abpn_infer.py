@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -63,6 +64,9 @@ def test_infer_and_evaluate_entry_scripts(tmp_path, pair_dirs, run_script):
     assert "mean (2)" in result.stdout and "mask_iou" in result.stdout
 
 
+# Slow: checkpoint and image errors are tested in shared/tests and per package in tests/test_bad_inputs.py;
+# this is the same three through infer.py.
+@pytest.mark.slow
 def test_infer_bad_inputs(tmp_path, run_script):
     _, ckpt = _checkpoint(tmp_path)
     bad = tmp_path / "bad.pth"

@@ -135,6 +135,8 @@ def _one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
         assert fragment in lines[-1], lines[-1]
 
 
+# Slow: test_alphagan_config.py checks each config error in-process; this is the same through main.py.
+@pytest.mark.slow
 def test_bad_config_errors(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("general: {random_seed: 1\n")
