@@ -342,13 +342,15 @@ def _weight_sum(positions, weight, tile_size: int, padded_h: int, padded_w: int,
     return total
 
 
-def patch_grid(height: int, width: int, patch_size: int, stride: int) -> list[tuple[int, int]]:
+def patch_grid(height: int, width: int, patch_size: int, stride: int, *,
+               flush: bool = False) -> list[tuple[int, int]]:
     """``(top, left)`` corners of training patches over a ``height × width`` image, row-major.
 
     Patches start every ``stride`` pixels; when the last regular patch stops short of the edge, one
-    more patch is added that crosses it, to be reflect-padded by the caller (see :func:`extract_patch`).
-    So every pixel lies in some patch, and patch size never changes. An image no larger than one
-    patch gives the single patch ``(0, 0)``.
+    more patch is added: crossing the edge, to be reflect-padded by the caller (see
+    :func:`extract_patch`), or with ``flush=True`` ending exactly at the edge (overlapping its
+    neighbour more, and no mirrored pixels). So every pixel lies in some patch, and patch size never
+    changes. An image no larger than one patch gives the single patch ``(0, 0)``.
     """
     if patch_size <= 0 or stride <= 0:
         raise ValueError(f"patch_size and stride must be positive, got {patch_size}, {stride}")
@@ -358,7 +360,7 @@ def patch_grid(height: int, width: int, patch_size: int, stride: int) -> list[tu
             return [0]
         origins = list(range(0, length - patch_size + 1, stride))
         if origins[-1] + patch_size < length:
-            origins.append(origins[-1] + stride)
+            origins.append(length - patch_size if flush else origins[-1] + stride)
         return origins
 
     return [(top, left) for top in starts(height) for left in starts(width)]

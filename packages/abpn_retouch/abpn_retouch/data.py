@@ -30,7 +30,7 @@ from abpn_retouch.masks import MaskRecipe, coverage, full_resolution_mask, half_
 from shared.errors import DataError
 from shared.images import pair_by_stem, read_image, read_image_size
 from shared.sampler import epoch_permutation
-from shared.tiling import extract_patch
+from shared.tiling import extract_patch, patch_grid
 
 PAIR_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -152,27 +152,6 @@ def split_validation(sources: Sequence[ImageSource], fraction: float, seed: int 
     return ([s for i, s in enumerate(sources) if i not in held], [s for i, s in enumerate(sources) if i in held])
 
 
-def flush_patch_grid(height: int, width: int, patch_size: int, stride: int) -> list[tuple[int, int]]:
-    """``(top, left)`` corners of training patches, row-major, the last of a row/column flush with the edge.
-
-    Patches start every ``stride`` pixels; where the last regular one stops short of the edge, one more
-    is added that ends exactly at it (overlapping its neighbour more), instead of one that crosses the
-    edge and is mostly mirrored padding. Only a side shorter than a patch gives a padded patch (at 0).
-    """
-    if patch_size <= 0 or stride <= 0:
-        raise ValueError(f"patch_size and stride must be positive, got {patch_size}, {stride}")
-
-    def starts(length: int) -> list[int]:
-        if length <= patch_size:
-            return [0]
-        origins = list(range(0, length - patch_size + 1, stride))
-        if origins[-1] + patch_size < length:
-            origins.append(length - patch_size)
-        return origins
-
-    return [(top, left) for top in starts(height) for left in starts(width)]
-
-
 def flips_for(seed: int, epoch: int, index: int) -> bool:
     """Whether patch ``index`` is mirrored left–right in ``epoch``: a function of the three alone, so a
     resumed run and every DataLoader worker agree."""
@@ -201,7 +180,8 @@ class PatchDataset(Dataset):
     Items are dicts: ``input``, ``target`` ``(3, P, P)`` ``uint8`` (see :func:`to_model`), ``mask``
     ``(1, P/2, P/2)`` float32 in 0..1 (the GT mask recipe on the whole pair, cut to the patch), ``image``
     (pair index). The last patch of a row or column ends flush with the image edge (see
-    :func:`flush_patch_grid`); only images smaller than a patch are reflect-padded (``cv2.BORDER_REFLECT``).
+    :func:`shared.tiling.patch_grid` with ``flush=True``); only images smaller than a patch are
+    reflect-padded (``cv2.BORDER_REFLECT``).
     ``cache_images`` decoded pairs are kept per worker (0 = decode per patch). With ``flip``, input,
     target and mask of a patch are mirrored left–right together, for half the patches of each epoch
     (:meth:`set_epoch`; which ones depends on ``seed``, the epoch and the index only). Only left–right:
@@ -227,7 +207,7 @@ class PatchDataset(Dataset):
             if min(height, width) < patch_size and not pad_small:
                 raise DataError(f"{getattr(source, 'image_path', source.name)}: image is {width}×{height}, smaller "
                                 f"than --patch-size {patch_size} (lower --patch-size, or --pad-small to reflect-pad)")
-            per_image.append([PatchRef(index, t, left) for t, left in flush_patch_grid(height, width, patch_size, stride)])
+            per_image.append([PatchRef(index, t, left) for t, left in patch_grid(height, width, patch_size, stride, flush=True)])
         if balance:
             # Every pair as many patches as the largest: a small photo (a 200 px face) would otherwise be a
             # few patches among hundreds of a large one's, and its kind of edit would hardly be learnt.

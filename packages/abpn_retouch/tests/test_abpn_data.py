@@ -9,7 +9,6 @@ from abpn_retouch.data import (
     GroupedPatchSampler,
     PatchDataset,
     file_sources,
-    flush_patch_grid,
     patch_loader,
     split_validation,
     synthetic_sources,
@@ -34,9 +33,9 @@ def test_last_patch_of_a_row_is_flush_with_the_edge(pair_dirs):
 
 
 def test_flush_grid_matches_the_regular_grid_where_patches_fit():
-    assert flush_patch_grid(112, 112, 64, 48) == patch_grid(112, 112, 64, 48)
-    assert flush_patch_grid(341, 512, 256, 128) == [(0, 0), (0, 128), (0, 256), (85, 0), (85, 128), (85, 256)]
-    assert flush_patch_grid(50, 80, 64, 48) == [(0, 0), (0, 16)]  # a short side: the one padded patch
+    assert patch_grid(112, 112, 64, 48, flush=True) == patch_grid(112, 112, 64, 48)
+    assert patch_grid(341, 512, 256, 128, flush=True) == [(0, 0), (0, 128), (0, 256), (85, 0), (85, 128), (85, 256)]
+    assert patch_grid(50, 80, 64, 48, flush=True) == [(0, 0), (0, 16)]  # a short side: the one padded patch
 
 
 def test_only_images_smaller_than_a_patch_are_padded(tmp_path, pair_dirs):
