@@ -13,6 +13,7 @@ from tests.benchmarks.learning.core import (
     Curve,
     Evaluation,
     TrainCommand,
+    first_file,
     package_dir,
     tensorboard_curve,
 )
@@ -42,8 +43,7 @@ class AbpnAdapter(Adapter):
         return TrainCommand(argv, package_dir(self.package), {"PYTHONUNBUFFERED": "1"})
 
     def best_checkpoint(self, work: Path) -> Path:
-        best = work / "best.pth"
-        return best if best.is_file() else work / "latest.pth"
+        return first_file(work / "best.pth", work / "latest.pth")
 
     def curve(self, work: Path) -> Curve:
         return tensorboard_curve(work, "val/psnr", {"original": "val/psnr_original"})

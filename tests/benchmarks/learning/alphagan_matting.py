@@ -20,6 +20,7 @@ from tests.benchmarks.learning.core import (
     Curve,
     Evaluation,
     TrainCommand,
+    first_file,
     package_dir,
     tensorboard_curve,
 )
@@ -56,8 +57,7 @@ class AlphaGANAdapter(Adapter):
         return TrainCommand(argv, package_dir(self.package))
 
     def best_checkpoint(self, work: Path) -> Path:
-        best = work / "checkpoints" / "best.pth"
-        return best if best.is_file() else work / "checkpoints" / "latest.pth"
+        return first_file(work / "checkpoints" / "best.pth", work / "checkpoints" / "latest.pth")
 
     def curve(self, work: Path) -> Curve:
         return tensorboard_curve(work / "tb", "val/sad", {"trimap": "val/sad_trimap"})

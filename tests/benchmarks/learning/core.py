@@ -85,6 +85,11 @@ def package_dir(package: str) -> Path:
     return PACKAGES / package
 
 
+def first_file(*candidates: Path) -> Path:
+    """The first of ``candidates`` that exists (a run stopped early may lack its best file), else the last."""
+    return next((path for path in candidates if path.is_file()), candidates[-1])
+
+
 def run_training(command: TrainCommand, minutes: float, log_path: Path) -> tuple[int, float]:
     """Run the trainer, its output to ``log_path``; returns (exit status, seconds)."""
     env = {**os.environ, **command.env}

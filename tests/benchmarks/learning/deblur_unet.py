@@ -10,6 +10,7 @@ from tests.benchmarks.learning.core import (
     Curve,
     Evaluation,
     TrainCommand,
+    first_file,
     package_dir,
     tensorboard_curve,
 )
@@ -44,8 +45,7 @@ class DeblurAdapter(Adapter):
         # The end of the run, not best.pth: best.pth is picked on one frame's validation crop, too noisy
         # to choose by (a best.pth from mid-run scored +0.01 dB on the evaluation frames where the final
         # state, after the rate's decay, scored +0.12; README), and the decay is meant to end best.
-        latest = work / "checkpoints" / "latest.pth"
-        return latest if latest.is_file() else work / "checkpoints" / "best.pth"
+        return first_file(work / "checkpoints" / "latest.pth", work / "checkpoints" / "best.pth")
 
     def curve(self, work: Path) -> Curve:
         return tensorboard_curve(work / "outputs", "val/psnr", {"input": "val/psnr_input"})

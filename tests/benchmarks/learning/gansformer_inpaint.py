@@ -7,7 +7,6 @@ baselines are scored with the same ``hole_metrics`` on the same masks.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from tests.benchmarks.learning.core import (
     Curve,
     Evaluation,
     TrainCommand,
+    first_file,
     package_dir,
     tensorboard_curve,
 )
@@ -63,11 +63,10 @@ class GansformerAdapter(Adapter):
                 "--save-interval", "1000000", "--overwrite", *RECIPE]
         if val is not None:
             argv += ["--val-root", str(val)]
-        return TrainCommand(argv, package_dir(PACKAGE), env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+        return TrainCommand(argv, package_dir(PACKAGE))
 
     def best_checkpoint(self, work: Path) -> Path:
-        best = work / "checkpoints" / "best.pth"
-        return best if best.exists() else work / "checkpoints" / "latest.pth"
+        return first_file(work / "checkpoints" / "best.pth", work / "checkpoints" / "latest.pth")
 
     def curve(self, work: Path) -> Curve:
         return tensorboard_curve(work / "checkpoints", "val/psnr_hole", {"mean fill (validation)": "val/psnr_hole_meanfill"})

@@ -12,7 +12,6 @@ the baselines with the same.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from tests.benchmarks.learning.core import (
     Curve,
     Evaluation,
     TrainCommand,
+    first_file,
     package_dir,
     tensorboard_curve,
 )
@@ -67,11 +67,10 @@ class NeuroPBRAdapter(Adapter):
         argv = ["train.py", *RECIPE, "--input-dir", str(data / "input"), "--output-dir", str(data / "output"),
                 "--checkpoint-dir", str(work / "checkpoints"), "--max-minutes", f"{minutes:g}", "--device", device,
                 "--tracker", "tensorboard", "--overwrite"]
-        return TrainCommand(argv, package_dir(PACKAGE), env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+        return TrainCommand(argv, package_dir(PACKAGE))
 
     def best_checkpoint(self, work: Path) -> Path:
-        best = work / "checkpoints" / "best_model.pth"
-        return best if best.exists() else work / "checkpoints" / "latest.pth"
+        return first_file(work / "checkpoints" / "best_model.pth", work / "checkpoints" / "latest.pth")
 
     def curve(self, work: Path) -> Curve:
         return tensorboard_curve(work / "checkpoints" / "logs", "val/psnr_albedo",
@@ -87,7 +86,6 @@ class NeuroPBRAdapter(Adapter):
         from neuropbr.utils.metrics import MetricAccumulator
         from shared.device import resolve_device
 
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
         dev = resolve_device(device)
         model, cfg = load_generator(checkpoint, dev)
         # The mean training maps: over every rendered training item (the whole materials and their crops).
