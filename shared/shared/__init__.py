@@ -44,6 +44,8 @@ from shared.errors import (
 from shared.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    describe_conversions,
+    image_bit_depth,
     list_images,
     make_grid,
     pair_by_stem,
@@ -55,6 +57,7 @@ from shared.images import (
 )
 from shared.metrics import PSNR_CAP, psnr, ssim, ssim_map
 from shared.preemption import EXIT_PREEMPTED, GracefulStop
+from shared.pretrained import TORCHVISION_FILES, find_weights, hub_checkpoints_dir, load_torchvision_weights
 from shared.sampler import EpochSampler, epoch_permutation
 from shared.seed import capture_rng_state, make_generator, restore_rng_state, seed_everything, seed_worker
 from shared.tiling import (
@@ -82,8 +85,9 @@ __all__ = [
     "resolve_resume", "validation_line", "validation_metrics",
     "DEVICE_CHOICES", "EXIT_PREEMPTED", "EXIT_SOME_FAILED", "IMAGE_EXTENSIONS", "PRECISIONS", "TRACKERS",
     "PSNR_CAP", "psnr", "ssim", "ssim_map",
+    "TORCHVISION_FILES", "find_weights", "hub_checkpoints_dir", "load_torchvision_weights",
     "CheckpointError", "CheckpointManager", "ConfigError", "DataError", "DistInfo", "GracefulStop",
-    "ImageReadError", "InputsFailed", "Job", "MixedPrecision", "NonFiniteError", "ResumeInfo", "StepResult",
+    "ImageReadError", "InputsFailed", "describe_conversions", "image_bit_depth", "Job", "MixedPrecision", "NonFiniteError", "ResumeInfo", "StepResult",
     "OfflineRun", "Tracker", "UserError", "all_reduce_mean", "autocast", "barrier", "capture_rng_state",
     "cleanup_distributed", "cli_entry", "create_blend_weight", "create_tracker", "extract_patch",
     "format_table", "get_local_rank", "get_rank", "get_world_size", "init_distributed", "is_distributed",

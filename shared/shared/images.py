@@ -2,7 +2,8 @@
 
 Every package reads user images; all of them need the same guarantees: a truncated, zero-byte,
 enormous or odd-mode file gives :class:`ImageReadError` naming the file and the problem, and
-grayscale, RGBA, palette, CMYK and 16-bit files are converted as documented in :func:`read_image`.
+grayscale, RGBA, palette, CMYK and 16-bit files are converted as documented in :func:`read_image`,
+and :func:`describe_conversions` says which of a run's files such a conversion changes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -32,6 +34,9 @@ if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < DEFAULT_MAX_P
     Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 ORIENTATION_TAG = 0x0112
+BITS_PER_SAMPLE_TAG = 258  # TIFF
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 T = TypeVar("T")
 
@@ -53,8 +58,9 @@ def read_image(
     * grayscale → RGB by repeating the channel; RGB → L by ITU-R 601 luma;
     * RGBA / LA / palette with transparency → the colour channels, alpha dropped;
     * CMYK / YCbCr → RGB through PIL's conversion;
-    * 16-bit (``I;16``) and 32-bit integer/float → scaled to the target range, keeping precision in
-      ``float32``;
+    * 16-bit PNG/TIFF (grayscale or colour) and 32-bit integer/float → scaled to the target range,
+      keeping full precision in ``float32`` (Pillow alone reads 16-bit colour as 8-bit, so those go
+      through OpenCV);
     * an EXIF orientation tag is applied, so the array is upright at the size a viewer displays.
 
     ``dtype="uint8"`` gives 0..255; ``"float32"`` gives 0..1.
@@ -65,6 +71,8 @@ def read_image(
     """
 
     def decode(img: Image.Image) -> np.ndarray:
+        if _is_16bit_colour(img, path):
+            return _read_16bit_colour(Path(path), _orientation(img), mode, dtype)
         img.load()
         return _to_array(ImageOps.exif_transpose(img), mode, dtype)
 
@@ -80,14 +88,69 @@ def read_image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXEL
     return _with_image(Path(path), max_pixels, _displayed_size)
 
 
+def image_bit_depth(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """8 or 16 (bits per channel), from the file header; 32-bit integer or float files count as 16."""
+    return _with_image(Path(path), max_pixels, lambda img: _bit_depth(img, Path(path)))
+
+
 def _displayed_size(img: Image.Image) -> tuple[int, int]:
     # EXIF orientations 5-8 are stored turned a quarter: a phone's portrait photo is wider than tall on disk.
+    width, height = img.size
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
+def _orientation(img: Image.Image) -> int:
     # Only the header's EXIF: ``getexif()`` may decode a whole PNG to look for a late chunk.
     exif = Image.Exif()
     if "exif" in img.info:
         exif.load(img.info["exif"])
-    width, height = img.size
-    return (height, width) if exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8) else (width, height)
+    return int(exif.get(ORIENTATION_TAG, 1) or 1)
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit depth, colour type)`` from a PNG's IHDR chunk, or None for another format."""
+    with open(path, "rb") as handle:
+        head = handle.read(26)
+    if len(head) < 26 or not head.startswith(PNG_SIGNATURE):
+        return None
+    return head[24], head[25]
+
+
+def _bit_depth(img: Image.Image, path: Path) -> int:
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        return 16
+    if img.format == "PNG":
+        header = _png_header(path)
+        return 16 if header is not None and header[0] == 16 else 8
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(BITS_PER_SAMPLE_TAG, (8,))
+        return 16 if max(bits if isinstance(bits, tuple) else (bits,)) > 8 else 8
+    return 8
+
+
+def _is_16bit_colour(img: Image.Image, path: str | os.PathLike) -> bool:
+    # Pillow keeps 16-bit grayscale (mode I;16) but decodes 16-bit colour to 8-bit RGB.
+    return img.mode in ("RGB", "RGBA") and _bit_depth(img, Path(path)) == 16
+
+
+def _read_16bit_colour(path: Path, orientation: int, mode: str, dtype: str) -> np.ndarray:
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.ndim != 3 or data.dtype != np.uint16:
+        raise ValueError("OpenCV could not decode it as a 16-bit colour image")
+    rgb = _apply_orientation(data[..., 2::-1].astype(np.float32) / 65535.0, orientation)
+    if mode == "L":  # the same ITU-R 601 luma weights as Pillow's RGB → L
+        rgb = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.ascontiguousarray(rgb) if dtype == "float32" else np.round(rgb * 255).astype(np.uint8)
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """What ``ImageOps.exif_transpose`` does, on an ``(H, W, ...)`` array."""
+    if orientation in (5, 6, 7, 8):
+        array = np.swapaxes(array, 0, 1)  # transpose; each case below is that plus flips
+        flips = {5: (), 6: (1,), 7: (0, 1), 8: (0,)}[orientation]
+    else:
+        flips = {2: (1,), 3: (0, 1), 4: (0,)}.get(orientation, ())
+    return np.flip(array, flips) if flips else array
 
 
 def _with_image(path: Path, max_pixels: int, use: Callable[[Image.Image], T]) -> T:
@@ -141,18 +204,91 @@ def _to_array(img: Image.Image, mode: str, dtype: str) -> np.ndarray:
     return data.astype(np.float32) / 255.0 if dtype == "float32" else data.copy()
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:
+def save_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, bit_depth: Literal[8, 16] = 8) -> Path:
     """Write an image atomically, readable under the process umask; the format follows the suffix.
 
     Accepts a ``(C, H, W)`` / ``(H, W)`` tensor or ``(H, W, C)`` / ``(H, W)`` array; floats are taken
-    as 0..1 and clipped, integers as 0..255.
+    as 0..1 and clipped, integers as 0..255 (``uint16`` as 0..65535 with ``bit_depth=16``).
+    ``bit_depth=16`` writes 16 bits per channel, for ``.png`` and ``.tif``/``.tiff`` only.
     """
     path = Path(path)
+    if bit_depth == 16:
+        return _save_16bit(path, image)
+    if bit_depth != 8:
+        raise ValueError(f"{path}: bit_depth must be 8 or 16, got {bit_depth}")
     array = to_numpy_image(image)
     image_format = Image.registered_extensions().get(path.suffix.lower()) if path.suffix else "PNG"
     if image_format is None:
         raise ValueError(f"{path}: unknown image format {path.suffix!r} (use .png, .jpg, .tif, ...)")
     return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format=image_format))
+
+
+def _save_16bit(path: Path, image: np.ndarray | torch.Tensor) -> Path:
+    if path.suffix.lower() not in SIXTEEN_BIT_SUFFIXES:
+        raise ValueError(f"{path}: 16-bit output needs .png, .tif or .tiff, not {path.suffix or 'no suffix'!r}")
+    array = _hwc(image)
+    if array.dtype != np.uint16:
+        array = np.clip(np.nan_to_num(array.astype(np.float64)) * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    if array.ndim == 3:  # OpenCV stores BGR
+        array = array[..., 2::-1] if array.shape[2] >= 3 else array[..., 0]
+    ok, encoded = cv2.imencode(path.suffix.lower(), np.ascontiguousarray(array))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode a 16-bit image")
+    return atomic_write(path, lambda handle: handle.write(encoded.tobytes()))
+
+
+def _hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(H, W, C)`` / ``(H, W)`` array from a CHW (or 1×CHW) tensor or an HWC array, dtype kept."""
+    if not isinstance(image, torch.Tensor):
+        array = np.asarray(image)
+        return array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    tensor = image.detach().to("cpu", torch.float32)
+    if tensor.dim() == 4:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"expected a single image, got a batch of shape {tuple(tensor.shape)}")
+        tensor = tensor[0]
+    if tensor.dim() == 3:
+        tensor = tensor[0] if tensor.shape[0] == 1 else tensor.permute(1, 2, 0)
+    return tensor.numpy()
+
+
+def describe_conversions(paths: Iterable[str | os.PathLike], mode: Literal["RGB", "L"] = "RGB",
+                         keep_16bit: bool = False) -> list[str]:
+    """One line per kind of data-changing conversion :func:`read_image` will make on ``paths``.
+
+    Reads headers only. Each line names the count and the first file, e.g.
+    ``"grayscale images read as RGB: 3 of 120 (first: blur/x.png)"``; a run prints them once so that
+    a user knows what happened to their data. ``keep_16bit``: the caller reads 16-bit files as float
+    (no precision lost), so they are not reported. Unreadable files are left to the read to report.
+    """
+    paths = [Path(p) for p in paths]
+    found: dict[str, list[Path]] = {}
+    for path in paths:
+        try:
+            kinds = _with_image(path, DEFAULT_MAX_PIXELS, lambda img, p=path: _conversions(img, p, mode, keep_16bit))
+        except ImageReadError:
+            continue
+        for kind in kinds:
+            found.setdefault(kind, []).append(path)
+    return [f"{kind}: {len(files)} of {len(paths)} (first: {files[0]})" for kind, files in found.items()]
+
+
+def _conversions(img: Image.Image, path: Path, mode: str, keep_16bit: bool) -> list[str]:
+    kinds = []
+    if not keep_16bit and _bit_depth(img, path) == 16:
+        kinds.append("16-bit images reduced to 8 bits")
+    grey = img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16")
+    if mode == "RGB" and grey:
+        kinds.append("grayscale images read as RGB")
+    if mode == "L" and not grey:
+        kinds.append("colour images read as grayscale")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        kinds.append("alpha channel dropped")
+    if img.mode in ("P", "PA"):
+        kinds.append("palette images expanded")
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        kinds.append(f"{img.mode} images converted to RGB")
+    return kinds
 
 
 def to_numpy_image(image: np.ndarray | torch.Tensor) -> np.ndarray:

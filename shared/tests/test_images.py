@@ -10,11 +10,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shared.errors import DataError
 from shared.images import (
     ImageReadError,
+    _apply_orientation,
+    describe_conversions,
+    image_bit_depth,
     list_images,
     make_grid,
     pair_by_stem,
@@ -201,3 +204,74 @@ def test_written_files_follow_the_umask(tmp_path):
 def test_an_unknown_suffix_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"out\.xyz: unknown image format"):
         save_image(tmp_path / "out.xyz", np.zeros((4, 4, 3), np.uint8))
+
+
+def _ramp16(height=24, width=40):
+    """A colour image whose values fall between 8-bit levels: 16-bit precision matters for it."""
+    y, x = np.mgrid[0:height, 0:width]
+    red = 1000 + 7 * x + 3 * y  # steps of 7/65535: ~37 values share each 8-bit level
+    return np.stack([red, 40000 - 5 * x, 20000 + 11 * y], axis=2).astype(np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_colour_keeps_full_precision(tmp_path, suffix):
+    ramp = _ramp16()
+    path = save_image(tmp_path / f"ramp{suffix}", ramp, bit_depth=16)
+    assert image_bit_depth(path) == 16
+    # Pillow alone gives 8-bit RGB for 48-bit files: the precision this read must keep.
+    assert Image.open(path).mode == "RGB" and np.asarray(Image.open(path)).dtype == np.uint8
+    read = read_image(path, dtype="float32")
+    np.testing.assert_allclose(read, ramp / 65535.0, atol=1e-7)  # channel order and every level kept
+    levels_8bit = np.round(read * 255) / 255
+    assert np.abs(read - levels_8bit).max() > 1e-3  # values between 8-bit levels survive
+    assert np.array_equal(read_image(path), np.round(ramp / 65535.0 * 255).astype(np.uint8))
+    grey = read_image(path, mode="L", dtype="float32")
+    np.testing.assert_allclose(grey, (ramp / 65535.0) @ np.array([0.299, 0.587, 0.114]), atol=1e-6)
+
+
+def test_16bit_output_from_floats_and_its_refusals(tmp_path):
+    values = torch.tensor([0.0, 0.25, 1 / 3, 1.0]).repeat(3, 2, 1)  # CHW, 3 × 2 × 4
+    path = save_image(tmp_path / "out.png", values, bit_depth=16)
+    read = read_image(path, dtype="float32")
+    assert read.shape == (2, 4, 3)
+    np.testing.assert_allclose(read[0, :, 0], [0.0, 16384 / 65535, 21845 / 65535, 1.0], atol=1e-7)
+    with pytest.raises(ValueError, match=r"out\.jpg: 16-bit output needs"):
+        save_image(tmp_path / "out.jpg", values, bit_depth=16)
+    assert image_bit_depth(save_image(tmp_path / "eight.png", values)) == 8
+
+
+def test_exif_orientations_match_pillow():
+    index = np.arange(24).reshape(4, 6)
+    for orientation in range(1, 9):
+        image = Image.fromarray(index.astype(np.uint8))
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", exif=exif)
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(buffer)))
+        assert np.array_equal(_apply_orientation(index, orientation), expected), orientation
+
+
+def test_conversions_are_described_by_kind_count_and_first_file(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    files = [
+        _save(tmp_path / "a_rgb.png", rgb),
+        _save(tmp_path / "b_grey.png", rgb[..., 0]),
+        _save(tmp_path / "c_grey.jpg", rgb[..., 0]),
+        _save(tmp_path / "d_rgba.png", np.zeros((8, 8, 4), np.uint8)),
+        save_image(tmp_path / "e_16.png", _ramp16(8, 8), bit_depth=16),
+    ]
+    Image.fromarray(rgb).convert("P").save(tmp_path / "f_palette.png")
+    files.append(tmp_path / "f_palette.png")
+    (tmp_path / "g_broken.png").write_bytes(b"not an image")
+    files.append(tmp_path / "g_broken.png")
+    lines = describe_conversions(files)
+    assert lines == [
+        f"grayscale images read as RGB: 2 of 7 (first: {files[1]})",
+        f"alpha channel dropped: 1 of 7 (first: {files[3]})",
+        f"16-bit images reduced to 8 bits: 1 of 7 (first: {files[4]})",
+        f"palette images expanded: 1 of 7 (first: {files[5]})",
+    ]
+    assert not any("16-bit" in line for line in describe_conversions(files, keep_16bit=True))
+    assert describe_conversions(files[:1], mode="L") == [f"colour images read as grayscale: 1 of 1 (first: {files[0]})"]
+    assert describe_conversions(files[:1]) == []
