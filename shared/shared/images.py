@@ -293,19 +293,7 @@ def _conversions(img: Image.Image, path: Path, mode: str, keep_16bit: bool) -> l
 
 def to_numpy_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     """``uint8`` ``(H, W, 3)`` or ``(H, W)`` from a CHW tensor or HWC array (floats in 0..1)."""
-    if isinstance(image, torch.Tensor):
-        tensor = image.detach().to("cpu", torch.float32)
-        if tensor.dim() == 4:
-            if tensor.shape[0] != 1:
-                raise ValueError(f"expected a single image, got a batch of shape {tuple(tensor.shape)}")
-            tensor = tensor[0]
-        if tensor.dim() == 3:
-            tensor = tensor[0] if tensor.shape[0] == 1 else tensor.permute(1, 2, 0)
-        array = tensor.numpy()
-    else:
-        array = np.asarray(image)
-        if array.ndim == 3 and array.shape[2] == 1:
-            array = array[..., 0]
+    array = _hwc(image)
     if array.dtype != np.uint8:
         array = np.clip(np.nan_to_num(array.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(array)
