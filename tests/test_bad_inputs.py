@@ -92,7 +92,9 @@ def _write_case(case: str, target: Path, pkg: Package) -> Path:
         Image.new("RGB", (SIDE, SIDE), COLOUR).convert("CMYK").save(path, format="JPEG", quality=95)
     elif case == "small":
         for i, partner in enumerate([target, *pkg.partners]):  # partners must keep the target's size
-            small = np.full((SMALL, SMALL), 255, np.uint8) if partner in pkg.gray_partners else _noise(SMALL, 20 + i)
+            # A trimap needs an unknown region (grey) to be valid; a mask may be all white.
+            grey = 128 if partner.parent.name == "trimap" else 255
+            small = np.full((SMALL, SMALL), grey, np.uint8) if partner in pkg.gray_partners else _noise(SMALL, 20 + i)
             _save(partner, small)
     else:
         raise AssertionError(case)
@@ -442,9 +444,9 @@ def _labels_case(root: Path, case: str) -> tuple[Path, str]:
     if case == "trimap_values":
         trimap = root / "AIM" / "trimap" / "a.png"
         values = np.asarray(Image.open(trimap)).copy()
-        values[0, 0] = 77  # e.g. a JPEG-compressed or bilinearly resized trimap
+        values[values == 128] = 77  # grey values are quantised (<= 85 background): no unknown region is left
         _save(trimap, values)
-        return trimap, "trimap must contain only 0, 128 and 255"
+        return trimap, "trimap has no unknown region"
     from alphagan_matting.dataset import prepare_labels
 
     prepare_labels(root / "AIM", root / "bg", csv)
@@ -528,8 +530,9 @@ def test_training_entry_point_with_a_zero_byte_image(tmp_path, package):
         prepare_labels(tmp_path / "AIM", tmp_path / "bg", tmp_path / "labels.csv")
     folder, args = _entry(package, tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT / "packages" / folder, env=env, capture_output=True,
-                          text=True, timeout=120)
+    script, *rest = args
+    proc = subprocess.run([sys.executable, str(ROOT / "packages" / folder / script), *rest], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

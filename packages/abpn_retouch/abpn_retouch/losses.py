@@ -6,16 +6,15 @@ Images are ``(B, 3, H, W)`` in 0..1; ``mask`` is the soft GT mask at the image's
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.pretrained import TORCHVISION_FILES, load_torchvision_weights
+
 EPS = 1e-6
-VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 file name in the hub cache
 
 
 @dataclass(frozen=True)
@@ -82,19 +81,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1.0 - dice).mean()
 
 
-def find_vgg_weights(path: str | None) -> Path | None:
-    """``path`` if given (must exist), else torchvision's file in the torch hub cache if present."""
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            from shared.errors import ConfigError
-
-            raise ConfigError(f"{file}: --vgg-weights file not found")
-        return file
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-    return cached if cached.is_file() else None
-
-
 class VGGPerceptualLoss(nn.Module):
     """L1 between VGG16 features up to ``relu3_3``, memory-optimised for 2048 px patches.
 
@@ -110,18 +96,11 @@ class VGGPerceptualLoss(nn.Module):
         super().__init__()
         from torchvision.models import vgg16
 
-        features = vgg16(weights=None).features[: self.LAST_LAYER + 1]
-        file = find_vgg_weights(weights_path)
-        if file is not None:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-            state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-            features.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) <= self.LAST_LAYER})
-            self.source = str(file)
-        else:
-            self.source = "random"
-            if not quiet:
-                print("perceptual loss: no VGG16 weights (--vgg-weights or torch hub cache); "
-                      "using a randomly initialised VGG16", file=sys.stderr)
+        vgg = vgg16(weights=None)
+        # The whole network takes the file, so a wrong one is refused by name; only the features are kept.
+        self.source = load_torchvision_weights(vgg, TORCHVISION_FILES["vgg16"], weights_path or None,
+                                               what="VGG16 (perceptual loss)", ignore=("classifier.",), quiet=quiet)
+        features = vgg.features[: self.LAST_LAYER + 1]
         for param in features.parameters():
             param.requires_grad_(False)
         self.features = features.eval()

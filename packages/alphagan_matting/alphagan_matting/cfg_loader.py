@@ -134,8 +134,18 @@ def validate_values(cfg: Config, path: Path) -> None:
     for key, value in (("general.colab.use_colab", g.colab.use_colab), ("train.use_gan_loss", t.use_gan_loss),
                        ("train.amp.use_amp", t.amp.use_amp), ("train.amp.use_grad_scaler", t.amp.use_grad_scaler)):
         _check(value in (0, 1), path, key, f"must be 0 or 1, got {value}")
+    names = {"general.colab.best_chkp_name": g.colab.best_chkp_name, "general.colab.last_chkp_name": g.colab.last_chkp_name}
+    for key, name in names.items():
+        # A base name in the checkpoint folder: a path or a periodic file's name would write elsewhere or clash.
+        _check(bool(name) and not any(c in name for c in "/\\") and name not in (".", "..")
+               and not name.startswith("checkpoint_"), path, key,
+               f"must be a plain file name (no folder, not 'checkpoint_*'), got '{name}'")
+    _check(g.colab.best_chkp_name != g.colab.last_chkp_name, path, "general.colab.best_chkp_name",
+           f"must differ from general.colab.last_chkp_name (both '{g.colab.last_chkp_name}')")
     _check(t.amp.dtype in ("bf16", "fp16"), path, "train.amp.dtype", f"must be bf16 or fp16, got '{t.amp.dtype}'")
     _check(t.crop_size >= 16 and t.crop_size % 8 == 0, path, "train.crop_size", "must be a multiple of 8, >= 16")
+    _check(not t.use_gan_loss or t.crop_size >= 24, path, "train.crop_size",
+           "must be >= 24 with use_gan_loss: 1 (the discriminator's last normalised map needs 2x2 positions)")
     _check(cfg.test.resize_size >= 16 and cfg.test.resize_size % 8 == 0, path, "test.resize_size",
            "must be a multiple of 8, >= 16")
     _check(t.epoches >= 1, path, "train.epoches", "must be >= 1")

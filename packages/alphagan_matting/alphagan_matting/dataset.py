@@ -10,6 +10,7 @@ import csv
 import os
 import shutil
 import stat
+import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
-from alphagan_matting.utils import read_alpha, read_trimap, sample_seed
+from alphagan_matting.utils import TrimapNotes, read_alpha, read_trimap, sample_seed
 from shared.errors import DataError
 from shared.images import read_image, read_image_size
 
@@ -143,8 +144,7 @@ def prepare_labels(fg_path: str | os.PathLike, bg_path: str | os.PathLike, outpu
             have = next(folders[n][stem] for n in FG_FOLDERS if stem in folders[n])
             raise DataError(f"{have}: no file with stem '{stem}' in {', '.join(str(fg_path / m) for m in missing)}")
     if check_trimaps:
-        for stem in all_stems:
-            read_trimap(folders["trimap"][stem])
+        check_trimaps_of([(folders["trimap"][stem], folders["mask"][stem]) for stem in all_stems])
     backgrounds = find_backgrounds(bg_path)
 
     rng = np.random.default_rng(seed)
@@ -161,6 +161,20 @@ def prepare_labels(fg_path: str | os.PathLike, bg_path: str | os.PathLike, outpu
                              folders["mask"][stem].resolve(), backgrounds[int(b)].resolve(),
                              "test" if stem in test_stems else "train"])
     return output_csv
+
+
+def check_trimaps_of(pairs: list[tuple[Path, Path]], say: bool = True) -> None:
+    """Refuse a trimap with no unknown region or not the size of its alpha ``(trimap, mask)``; say once
+    (when ``say``) how many had to be quantised (JPEG or resized trimaps), naming the first."""
+    notes = TrimapNotes()
+    for trimap_path, mask in pairs:
+        trimap = read_trimap(trimap_path, notes)
+        width, height = read_image_size(mask)
+        if trimap.shape != (height, width):
+            raise DataError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but {mask} is "
+                            f"{width}x{height}")
+    if say and notes.line():
+        print(notes.line(), file=sys.stderr)
 
 
 def find_backgrounds(bg_path: str | os.PathLike) -> list[Path]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from alphagan_matting.losses.metrics import compute_metrics
-from alphagan_matting.utils import read_alpha, read_trimap
+from alphagan_matting.utils import TrimapNotes, read_alpha, read_trimap
 from shared.cli import report_metrics
 from shared.errors import DataError, cli_entry
 from shared.images import list_images
@@ -34,16 +35,19 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> tuple[di
     pairs = [(preds[s], gts[s]) for s in sorted(preds)]
     trimaps = {p.stem: p for p in list_images(trimap_dir)}
     per_image = {}
+    notes = TrimapNotes()
     for pred_path, gt_path in pairs:
         if pred_path.stem not in trimaps:
             raise DataError(f"{pred_path}: no trimap with stem '{pred_path.stem}' in {trimap_dir}")
         pred, gt = read_alpha(pred_path), read_alpha(gt_path)
-        trimap = read_trimap(trimaps[pred_path.stem])
+        trimap = read_trimap(trimaps[pred_path.stem], notes)
         for name, arr, path in (("prediction", pred, pred_path), ("trimap", trimap, trimaps[pred_path.stem])):
             if arr.shape != gt.shape:
                 raise DataError(f"{path}: {name} is {arr.shape[1]}x{arr.shape[0]} but {gt_path} is "
                                 f"{gt.shape[1]}x{gt.shape[0]}")
         per_image[pred_path.stem] = compute_metrics(pred.astype(np.float64), gt.astype(np.float64), trimap).as_dict()
+    if notes.line():
+        print(notes.line(), file=sys.stderr)
     mean = {k: float(np.mean([m[k] for m in per_image.values()])) for k in KEYS}
     return mean, per_image
 
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description="Matting metrics on folders of alpha mattes.")
     p.add_argument("--pred", type=Path, required=True, help="folder of predicted alpha PNGs")
     p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth alphas (matched by stem)")
-    p.add_argument("--trimap", type=Path, required=True, help="folder of trimaps (0/128/255, matched by stem)")
+    p.add_argument("--trimap", type=Path, required=True, help="folder of trimaps (0/128/255; JPEG or resized ones are quantised; matched by stem)")
     p.add_argument("--output", type=Path, default=Path("metrics.json"), help="JSON file to write")
     return p
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from alphagan_matting.cfg_loader import config_from_dict
 from alphagan_matting.models import AlphaGenerator, apply_known_regions
-from alphagan_matting.utils import build_generator, read_trimap, trimap_to_unit
+from alphagan_matting.utils import TrimapNotes, build_generator, read_trimap, trimap_to_unit
 from shared.amp import PRECISIONS
 from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.cli import Job, resolve_jobs, run_jobs
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infer.py", description="Predict alpha mattes with a trained AlphaGAN.")
     p.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (latest.pth / best.pth)")
     p.add_argument("--image", type=Path, required=True, help="RGB image file or folder")
-    p.add_argument("--trimap", type=Path, required=True, help="trimap file or folder (0/128/255, matched by stem)")
+    p.add_argument("--trimap", type=Path, required=True, help="trimap file or folder (0/128/255; JPEG or resized ones are quantised; matched by stem)")
     p.add_argument("--output", type=Path, required=True,
                    help="alpha .png file (single image), else a folder of <name>.png")
     p.add_argument("--device", default="auto")
@@ -104,11 +105,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     trimaps = _trimaps(args.image, args.trimap, jobs)
     device = resolve_device(args.device)
     generator, mean, std = load_generator(args.checkpoint, device)
+    notes = TrimapNotes()
 
     def process(job: Job) -> list[Path]:
         image = read_image(job.source, dtype="float32")
         trimap_path = trimaps[job.source]
-        trimap = read_trimap(trimap_path)
+        trimap = read_trimap(trimap_path, notes)
         if trimap.shape != image.shape[:2]:
             raise DataError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but "
                             f"{job.source} is {image.shape[1]}x{image.shape[0]}")
@@ -120,7 +122,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
             written.append(save_image(job.target.with_name(f"{job.target.stem}_composite.png"), preview))
         return written
 
-    return run_jobs(jobs, process)
+    try:
+        return run_jobs(jobs, process)
+    finally:
+        if notes.line():
+            print(notes.line(), file=sys.stderr)
 
 
 @cli_entry

@@ -12,7 +12,7 @@ from alphagan_matting.schemas import Config
 from alphagan_matting.train_pipeline.trainer import RunOptions, run_training
 from shared.amp import PRECISIONS
 from shared.device import DEVICE_CHOICES
-from shared.errors import ConfigError, cli_entry
+from shared.errors import ConfigError, DataError, cli_entry
 from shared.tracking import TRACKERS
 from shared.training import add_run_arguments
 
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/default.yaml",
                    help="YAML config (a relative configs/<name>.yaml falls back to the packaged copy)")
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--csv", type=Path, help="dataset_labels.csv written by prepare_data.py labels")
+    data.add_argument("--csv", type=Path,
+                      help="dataset_labels.csv written by prepare_data.py labels (default: dataset/dataset_labels.csv "
+                           "beside main.py; in the current folder for the alphagan-train command)")
     data.add_argument("--synthetic", action="store_true", help="procedural mattes instead of a CSV")
     p.add_argument("--bg", type=Path, default=None,
                    help="folder of backgrounds (searched recursively) that training composites draw from each "
@@ -69,16 +71,40 @@ def apply_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     return dataclasses.replace(cfg, general=g, train=t)
 
 
-def main(argv: list[str] | None = None) -> int:
+LABELS_CSV = Path("dataset") / "dataset_labels.csv"
+
+
+def default_csv(script_dir: Path | None = None) -> Path:
+    """The spec's labels file, ``dataset/dataset_labels.csv`` beside ``main.py`` (``script_dir``), or in the
+    current folder for the console script, which has no folder of its own."""
+    return (Path.cwd() if script_dir is None else Path(script_dir)) / LABELS_CSV
+
+
+def resolve_csv(args: argparse.Namespace, script_dir: Path | None = None) -> Path | None:
+    """``--csv``, else the default labels file (which must exist); None with ``--synthetic``."""
+    if args.synthetic:
+        return None
+    if args.csv is not None:
+        return args.csv
+    csv = default_csv(script_dir)
+    if not csv.is_file():
+        raise DataError(f"{csv}: labels CSV not found (the default: make it with prepare_data.py labels, "
+                        "or pass --csv PATH or --synthetic)")
+    return csv
+
+
+def main(argv: list[str] | None = None, script_dir: Path | None = None) -> int:
+    """Train; ``script_dir`` is the folder of the ``main.py`` that was run (where the default data lives)."""
     args = build_parser().parse_args(argv)
     cfg = apply_overrides(load_config(args.config), args)
+    csv = resolve_csv(args, script_dir)
     if args.synthetic_size < 1:
         raise ConfigError(f"--synthetic-size must be >= 1, got {args.synthetic_size}")
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {args.num_workers}")
-    opts = RunOptions(csv=args.csv, synthetic=args.synthetic, synthetic_size=args.synthetic_size,
+    opts = RunOptions(csv=csv, synthetic=args.synthetic, synthetic_size=args.synthetic_size,
                       device=args.device, precision=args.precision, deterministic=args.deterministic,
                       resume=args.resume, overwrite=args.overwrite, tracker=args.tracker,
                       num_workers=args.num_workers, pretrained=args.pretrained, max_grad_norm=args.max_grad_norm,
@@ -88,5 +114,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @cli_entry
-def cli(argv: list[str] | None = None) -> None:
-    sys.exit(main(argv))
+def cli(argv: list[str] | None = None, script_dir: Path | None = None) -> None:
+    sys.exit(main(argv, script_dir))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,24 +11,57 @@ from alphagan_matting.models import AlphaGenerator, PatchDiscriminator
 from alphagan_matting.schemas import Config, ModelCfg
 from shared.errors import DataError
 from shared.images import read_image
+from shared.pretrained import TORCHVISION_FILES, find_weights, hub_checkpoints_dir, read_state_dict
 
 TRIMAP_VALUES = (0, 128, 255)
+# The usual convention for trimaps that are not exactly 0/128/255 (JPEG artefacts, resampling):
+# at most BG_MAX is background, at least FG_MIN foreground, anything between unknown.
+BG_MAX, FG_MIN = 85, 170
 
 
-def validate_trimap(trimap: np.ndarray, source: str | os.PathLike) -> np.ndarray:
-    """Refuse a trimap holding anything but 0 / 128 / 255 (e.g. a JPEG-compressed or resized one)."""
-    values = np.unique(trimap)
-    bad = [int(v) for v in values if int(v) not in TRIMAP_VALUES]
-    if bad:
-        shown = ", ".join(str(v) for v in bad[:6]) + (", ..." if len(bad) > 6 else "")
-        raise DataError(f"{source}: trimap must contain only 0, 128 and 255; found {len(bad)} other "
-                        f"value(s): {shown} (save trimaps as PNG and resize them with nearest-neighbour)")
+class TrimapNotes:
+    """The trimaps of a run that had to be quantised, for the one line the run prints about them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, path: str | os.PathLike) -> None:
+        self.count += 1
+        self.first = self.first or str(path)
+
+    def line(self) -> str | None:
+        if not self.count:
+            return None
+        return (f"note: {self.count} trimap(s) held values other than 0, 128 and 255 (JPEG or resized; first: "
+                f"{self.first}); read as background <= {BG_MAX}, foreground >= {FG_MIN}, unknown between")
+
+
+def quantize_trimap(trimap: np.ndarray) -> np.ndarray:
+    """uint8 → exactly 0 / 128 / 255 by the :data:`BG_MAX` / :data:`FG_MIN` thresholds."""
+    return np.where(trimap <= BG_MAX, 0, np.where(trimap >= FG_MIN, 255, 128)).astype(np.uint8)
+
+
+def validate_trimap(trimap: np.ndarray, source: str | os.PathLike, notes: TrimapNotes | None = None) -> np.ndarray:
+    """``trimap`` quantised to 0 / 128 / 255 (counted in ``notes`` when that changed anything).
+
+    Refused: a trimap with no unknown region (nothing to predict, and no pixel for the metrics). The
+    callers compare its size with the image's, naming both files.
+    """
+    exact = np.isin(trimap, TRIMAP_VALUES).all()
+    if not exact:
+        trimap = quantize_trimap(trimap)
+        if notes is not None:
+            notes.add(source)
+    if not (trimap == 128).any():
+        raise DataError(f"{source}: trimap has no unknown region (no value in {BG_MAX + 1}..{FG_MIN - 1}, "
+                        "128 in a clean trimap): nothing to predict")
     return trimap
 
 
-def read_trimap(path: str | os.PathLike) -> np.ndarray:
+def read_trimap(path: str | os.PathLike, notes: TrimapNotes | None = None) -> np.ndarray:
     """``(H, W)`` uint8 trimap with values in {0, 128, 255} (colour files are converted to luma first)."""
-    return validate_trimap(read_image(path, mode="L"), path)
+    return validate_trimap(read_image(path, mode="L"), path, notes)
 
 
 def read_alpha(path: str | os.PathLike) -> np.ndarray:
@@ -66,44 +98,31 @@ def build_discriminator(model_cfg: ModelCfg) -> PatchDiscriminator:
     return PatchDiscriminator(in_channels=4, width=model_cfg.disc_width)
 
 
-# torchvision's ImageNet ResNet-50 weights as torch.hub caches them (IMAGENET1K_V1, then IMAGENET1K_V2).
-RESNET50_HUB_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
-
-
-def hub_checkpoints_dir() -> Path:
-    """``$TORCH_HOME/hub/checkpoints`` (torch's default cache folder), read at call time."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def hub_resnet50() -> Path | None:
-    """The ImageNet ResNet-50 weights file in the torch hub cache, if one is there (never downloads)."""
-    for name in RESNET50_HUB_FILES:
-        path = hub_checkpoints_dir() / name
-        if path.is_file():
-            return path
-    return None
-
-
 def load_pretrained_encoder(generator: AlphaGenerator, path: str | os.PathLike | None,
                             use_hub: bool = True) -> str:
     """Load encoder weights, and return the one line that says where they came from.
 
-    ``path`` (``--pretrained``) wins; without it the ImageNet ResNet-50 in the torch hub cache is used
-    when present (the paper's encoder starts from it), else the encoder starts from random init.
+    ``path`` (``--pretrained``: a torchvision ResNet-50 state dict or one of our checkpoints) wins;
+    without it the ImageNet ResNet-50 in the torch hub cache is used when present (the paper's encoder
+    starts from it), else the encoder starts from random init.
     """
+    names = TORCHVISION_FILES["resnet50"]
     if path is None:
-        hub = hub_resnet50() if use_hub else None
+        hub = find_weights(names) if use_hub else None
         if hub is None:
-            where = f" and no ImageNet ResNet-50 in the torch hub cache ({hub_checkpoints_dir()})" if use_hub else ""
+            where = f" and none of {', '.join(names)} in the torch hub cache ({hub_checkpoints_dir()})" if use_hub else ""
             return f"encoder: random initialisation (no --pretrained file{where})"
-        try:
-            return load_pretrained_encoder(generator, hub)
-        except DataError as exc:
-            # A narrowed generator (model.base_width / layers) cannot take ResNet-50 weights: not an error.
-            return f"encoder: random initialisation ({exc})"
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: pretrained weights file not found")
+        if not generator.is_resnet50:
+            return (f"encoder: random initialisation (the model section narrows the generator, so the ImageNet "
+                    f"ResNet-50 in {hub} does not fit)")
+        usable, left_out = generator.match_encoder(read_state_dict(hub))
+        if left_out:
+            # A file under torchvision's name that is not its ResNet-50 would leave the encoder half random.
+            raise DataError(f"{hub}: not ImageNet ResNet-50 weights ({len(left_out)} encoder tensors missing or "
+                            f"wrongly shaped, e.g. {', '.join(left_out[:3])})")
+        generator.load_state_dict(usable, strict=False)
+        return f"encoder: ImageNet ResNet-50, {len(usable)} tensors loaded from {hub}"
+    path = find_weights(names, path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error

@@ -20,7 +20,7 @@ from alphagan_matting.dataset import (
 )
 from alphagan_matting.transforms.models.matting_transforms import generate_trimap
 from alphagan_matting.transforms.trans_pipeline import build_transforms
-from alphagan_matting.utils import read_trimap
+from alphagan_matting.utils import TrimapNotes, read_trimap
 from shared.errors import DataError
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "matting"
@@ -153,14 +153,28 @@ def test_prepare_labels_missing_folder_and_no_backgrounds(tmp_path):
         prepare_labels(tmp_path / "BG", tmp_path / "BG", tmp_path / "labels.csv")
 
 
-def test_bad_trimap_values(tmp_path):
-    _make_fg(tmp_path / "AIM", ["a"])
+def test_bad_trimap_values(tmp_path, capsys):
+    _make_fg(tmp_path / "AIM", ["a", "b"])
     trimap = np.zeros((40, 48), np.uint8)
-    trimap[5:9, 5:9] = 100
+    trimap[5:9, 5:9] = 100  # unknown (86..169)
+    trimap[20:30, 20:30] = 85  # background (<= 85)
+    trimap[30:35, 30:35] = 170  # foreground (>= 170)
     _save(tmp_path / "AIM" / "trimap" / "a.png", trimap)
-    with pytest.raises(DataError, match=r"a\.png: trimap must contain only 0, 128 and 255; .*100"):
-        read_trimap(tmp_path / "AIM" / "trimap" / "a.png")
-    with pytest.raises(DataError, match="trimap must contain only"):
+    _save(tmp_path / "AIM" / "trimap" / "b.png", trimap)
+    notes = TrimapNotes()
+    read = read_trimap(tmp_path / "AIM" / "trimap" / "a.png", notes)
+    assert read[6, 6] == 128 and read[25, 25] == 0 and read[32, 32] == 255 and read[0, 0] == 0
+    assert set(np.unique(read)) == {0, 128, 255} and notes.count == 1
+    prepare_labels(tmp_path / "AIM", tmp_path / "BG", tmp_path / "labels.csv")
+    err = [line for line in capsys.readouterr().err.splitlines() if "trimap" in line]
+    assert len(err) == 1 and "2 trimap(s)" in err[0] and str(tmp_path / "AIM" / "trimap" / "a.png") in err[0]
+
+    trimap[5:9, 5:9] = 60  # now only background and foreground: nothing to predict
+    _save(tmp_path / "AIM" / "trimap" / "b.png", trimap)
+    with pytest.raises(DataError, match=r"b\.png: trimap has no unknown region"):
+        prepare_labels(tmp_path / "AIM", tmp_path / "BG", tmp_path / "labels.csv")
+    _save(tmp_path / "AIM" / "trimap" / "b.png", np.full((40, 47), 128, np.uint8))
+    with pytest.raises(DataError, match=r"b\.png: trimap is 47x40 but .*mask.b\.png is 48x40"):
         prepare_labels(tmp_path / "AIM", tmp_path / "BG", tmp_path / "labels.csv")
 
 

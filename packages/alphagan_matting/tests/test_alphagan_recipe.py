@@ -24,6 +24,7 @@ from alphagan_matting.schemas import ModelCfg
 from alphagan_matting.transforms.trans_pipeline import build_transforms
 from alphagan_matting.utils import build_generator, load_pretrained_encoder, unit_to_trimap
 from shared.checkpoint import load_checkpoint
+from shared.errors import DataError
 
 
 @pytest.fixture(autouse=True)
@@ -154,3 +155,9 @@ def test_imagenet_resnet50_from_hub_cache(tmp_path, monkeypatch):
     # A narrowed generator cannot take these weights: random init, said once, no error.
     tiny = build_generator(ModelCfg(base_width=8, layers=[1, 1, 1, 1], aspp_channels=16, disc_width=8))
     assert "random initialisation" in load_pretrained_encoder(tiny, None)
+
+    # Another network's weights under torchvision's file name would leave most of the encoder random.
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(),
+               tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth")
+    with pytest.raises(DataError, match=r"resnet50-0676ba61\.pth: not ImageNet ResNet-50 weights \(\d+ encoder"):
+        load_pretrained_encoder(generator, None)

@@ -90,7 +90,8 @@ def _quick_config(tmp_path: Path, *replacements: tuple[str, str]) -> str:
 
 
 def test_colab_mode_names_checkpoints_and_resume_auto_finds_them(tmp_path, capsys):
-    cfg_path = _quick_config(tmp_path, ("use_colab: 0", "use_colab: 1"))
+    cfg_path = _quick_config(tmp_path, ("use_colab: 0", "use_colab: 1"), ("name: best\n", "name: best_chkp\n"),
+                             ("name: latest\n", "name: last_chkp\n"))
     args = ["--config", cfg_path, "--synthetic", "--synthetic-size", "2", "--checkpoints-dir", str(tmp_path / "ck"),
             "--log-dir", str(tmp_path / "tb"), "--tracker", "none", "--resume", "auto"]
     assert main([*args, "--epochs", "1"]) == 0  # nothing to resume: a fresh start

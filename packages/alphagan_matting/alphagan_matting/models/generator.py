@@ -32,6 +32,8 @@ class AlphaGenerator(nn.Module):
     def __init__(self, base_width: int = 64, layers: tuple[int, ...] | list[int] = (3, 4, 6, 3),
                  aspp_channels: int = 256) -> None:
         super().__init__()
+        # The ImageNet ResNet-50 fits only the paper's widths and depths (a narrowed test model cannot take it).
+        self.is_resnet50 = base_width == 64 and tuple(layers) == (3, 4, 6, 3)
         w = base_width
         e = Bottleneck.expansion
         self.conv1 = conv_bn_relu(4, w, kernel=7, stride=2)  # ResNet stem widened to RGB + trimap
@@ -52,8 +54,9 @@ class AlphaGenerator(nn.Module):
         self.dec1 = nn.Sequential(conv_bn_relu(w + 4, w), conv_bn_relu(w, max(8, w // 2)))
         self.head = nn.Conv2d(max(8, w // 2), 1, 3, padding=1)
 
-    def load_encoder(self, state: dict[str, torch.Tensor]) -> list[str]:
-        """Load encoder weights (our names or torchvision ResNet-50 names); returns the keys loaded.
+    def match_encoder(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The entries of ``state`` (our names or torchvision ResNet-50 names) that fit this encoder,
+        renamed to ours, and this encoder's weights they leave out.
 
         A 3-channel ``conv1`` kernel is widened to 4 channels with a zero-initialised trimap channel,
         so a pretrained RGB network starts from its original behaviour.
@@ -73,6 +76,12 @@ class AlphaGenerator(nn.Module):
         encoder = ("conv1.", "layer1.", "layer2.", "layer3.", "layer4.")
         usable = {k: v for k, v in renamed.items()
                   if k.startswith(encoder) and k in own and tuple(own[k].shape) == tuple(v.shape)}
+        left_out = [k for k in own if k.startswith(encoder) and k not in usable]
+        return usable, left_out
+
+    def load_encoder(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Load the encoder weights of ``state`` that fit (see :meth:`match_encoder`); returns their keys."""
+        usable, _ = self.match_encoder(state)
         if all(k.endswith("num_batches_tracked") for k in usable):
             # Scalar counters fit any width: alone they mean that no weight fits.
             return []

@@ -69,7 +69,8 @@ def train_step(parts: TrainParts, batch: MattingBatch, cfg: Config, global_step:
     d_value = None
     if use_gan and global_step % t.D.update_n_batches == 0:
         parts.discriminator.train()
-        # Real and fake in one forward: DDP wants one forward per backward.
+        # Real and fake in one forward (DDP wants one forward per backward); D normalises each sample by its
+        # own statistics, so its verdict on the fakes is the one G's pass below gets for the same weights.
         d_in = torch.cat([_d_input(parts, batch.composite, batch.trimap),
                           _d_input(parts, pred_comp.detach(), batch.trimap)], dim=0)
         with parts.amp_d.autocast():

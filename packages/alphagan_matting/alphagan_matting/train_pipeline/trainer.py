@@ -15,6 +15,7 @@ from tqdm import tqdm
 from alphagan_matting.dataset import (
     MattingDataset,
     SyntheticMattingDataset,
+    check_trimaps_of,
     collate,
     find_backgrounds,
     load_labels,
@@ -77,14 +78,13 @@ class RunOptions:
 
 
 def make_manager(cfg: Config) -> CheckpointManager:
+    """Best and last checkpoints named by ``general.colab.best_chkp_name``/``last_chkp_name`` in every mode."""
     g = cfg.general
-    if g.colab.use_colab:
-        # Tight Drive quotas: only two files, overwritten, named by the config.
-        return CheckpointManager(g.checkpoints_dir, save_every_n_epochs=0, monitor="test/SAD", mode="min",
-                                 best_name=f"{g.colab.best_chkp_name}.pth",
-                                 latest_name=f"{g.colab.last_chkp_name}.pth")
-    return CheckpointManager(g.checkpoints_dir, save_every_n_epochs=cfg.train.save_chkp_n_epoches, keep_last=0,
-                             monitor="test/SAD", mode="min")
+    names = {"best_name": f"{g.colab.best_chkp_name}.pth", "latest_name": f"{g.colab.last_chkp_name}.pth"}
+    # Colab: tight Drive quotas, so only those two files, overwritten; otherwise periodic ones too, all kept.
+    every = 0 if g.colab.use_colab else cfg.train.save_chkp_n_epoches
+    return CheckpointManager(g.checkpoints_dir, save_every_n_epochs=every, keep_last=0, monitor="test/SAD",
+                             mode="min", **names)
 
 
 def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | None]:
@@ -102,6 +102,9 @@ def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | No
     test_rows = [r for r in rows if r["split"] == "test"]
     if not train_rows:
         raise ConfigError(f"{opts.csv}: no rows with split 'train'")
+    # Test trimaps are the dataset's own (training ones are made from the alpha): check them all now,
+    # before the models are built, and say once how many had to be quantised.
+    check_trimaps_of([(Path(r["trimap"]), Path(r["mask"])) for r in test_rows], say=is_main_process())
     test = MattingDataset(test_rows, test_tf, False, seed) if test_rows else None
     backgrounds = find_backgrounds(opts.bg) if opts.bg is not None else None
     return MattingDataset(train_rows, train_tf, True, seed, repeat=opts.repeat, backgrounds=backgrounds), test
