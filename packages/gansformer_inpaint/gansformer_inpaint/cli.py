@@ -7,12 +7,15 @@ import os
 from collections.abc import Sequence
 
 from gansformer_inpaint.config import Config
-from shared.device import DEVICE_CHOICES
+from shared.device import resolve_device
 from shared.errors import cli_entry
 from shared.tracking import TRACKERS
 from shared.training import add_run_arguments
 
 DEFAULTS = Config()
+# No argparse choices: any device torch has here (cuda:1 included) is valid, and resolve_device refuses one
+# that is not there in one line.
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps: any device that exists on this machine"
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -24,7 +27,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="learning rate (G; D gets lr*d-lr-ratio)")
     p.add_argument("--d-lr-ratio", type=float, default=DEFAULTS.d_lr_ratio, help="D learning rate / G learning rate")
     p.add_argument("--data-root", default=DEFAULTS.data_root, help="folder with extracted/, ground_truth/ [, mask/]")
-    p.add_argument("--device", default=DEFAULTS.device, choices=DEVICE_CHOICES)
+    p.add_argument("--device", default=DEFAULTS.device, help=DEVICE_HELP)
     p.add_argument("--precision", default=DEFAULTS.precision, choices=("fp32", "fp16", "bf16"),
                    help="autocast precision (AMP)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data loading workers")
@@ -109,8 +112,12 @@ def train_main(argv: Sequence[str] | None = None) -> dict:
     from gansformer_inpaint.training.trainer import TrackerOptions, Trainer
 
     args = train_parser().parse_args(argv)
+    resolve_device(args.device)  # before anything starts: a device that is not here is a one-line error
     cfg = config_from_args(args)
-    tracker = TrackerOptions(tracker_backend(args), args.wandb_project, args.wandb_entity, args.wandb_name)
+    # W&B is optional (an extra): only an explicit --tracker wandb insists on it; the --wandb default falls
+    # back to local logging when it is not installed.
+    tracker = TrackerOptions(tracker_backend(args), args.wandb_project, args.wandb_entity, args.wandb_name,
+                             wandb_optional=not args.tracker)
     return Trainer(cfg, tracker, resume=args.resume, overwrite=args.overwrite, max_minutes=args.max_minutes).fit()
 
 
@@ -125,7 +132,7 @@ def infer_parser() -> argparse.ArgumentParser:
                    help="resize: run at the model size, paste the upscaled fill into the full-resolution hole; "
                         "tile: run on overlapping model-size tiles at full resolution")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (--mode tile)")
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     return p
 
 
@@ -133,6 +140,7 @@ def infer_main(argv: Sequence[str] | None = None) -> list:
     from gansformer_inpaint.inference import run_inference
 
     args = infer_parser().parse_args(argv)
+    resolve_device(args.device)
     return run_inference(args.checkpoint, args.image, args.mask, args.output, args.mode, args.overlap, args.device)
 
 
@@ -144,7 +152,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="metrics.json", help="metrics JSON file")
     p.add_argument("--save-images", default=None, help="also write the inpainted images to this folder")
     p.add_argument("--mode", default="resize", choices=("resize", "tile"))
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     return p
 
 
@@ -152,6 +160,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> dict:
     from gansformer_inpaint.evaluation import run_evaluation
 
     args = evaluate_parser().parse_args(argv)
+    resolve_device(args.device)
     return run_evaluation(args.checkpoint, args.data_root, args.output, args.save_images, args.mode, args.device)
 
 

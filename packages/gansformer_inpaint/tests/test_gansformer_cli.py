@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 from PIL import Image
 
 from gansformer_inpaint.cli import evaluate_entry, infer_entry, train_entry
+from gansformer_inpaint.training.plot import COLOURS
+from gansformer_inpaint.training.trainer import CURVES
 
 torch.set_num_threads(1)
 
@@ -120,12 +123,59 @@ def test_wandb_offline_tracker(tmp_path, monkeypatch):
     assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run written"
 
 
-def test_tensorboard_tracker(tmp_path):
+def readme_logged_names() -> tuple[set[str], set[str]]:
+    """The tracker and ``metrics.jsonl`` names of the README's "What a run logs" table."""
+    section = (PKG / "README.md").read_text().split("### What a run logs", 1)[1].split("\n#", 1)[0]
+    tracker, jsonl = set(), set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            tracker.add(cells[0].split("`")[1])
+            if cells[1] != "–":
+                jsonl.add(cells[1].strip("`"))
+    return tracker, jsonl
+
+
+@pytest.fixture(scope="module")
+def short_tensorboard_run(tmp_path_factory):
+    """Two epochs of one step each at the default --log-interval (10): fewer steps than one interval."""
     pytest.importorskip("tensorboard")
-    run_dir = tmp_path / "tb"
-    train_entry(["--synthetic", "--synthetic-size", "2", "--batch-size", "2", "--epochs", "1",
+    run_dir = tmp_path_factory.mktemp("tb") / "run"
+    train_entry(["--synthetic", "--synthetic-size", "2", "--batch-size", "2", "--epochs", "2", "--log-interval", "10",
                  "--tracker", "tensorboard", "--checkpoint-dir", str(run_dir), *TINY])
-    assert list(run_dir.glob("events.out.tfevents.*"))
+    return run_dir
+
+
+def test_tracker_and_metrics_file_log_exactly_what_the_readme_lists(short_tensorboard_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(short_tensorboard_run), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tracker, jsonl = readme_logged_names()
+    assert set(events.Tags()["scalars"]) | set(events.Tags()["images"]) == tracker
+    records = [json.loads(line) for line in (short_tensorboard_run / "metrics.jsonl").read_text().splitlines()]
+    assert {key for r in records for key in r} - {"step"} == jsonl
+
+
+def test_a_short_run_logs_every_epoch_and_plots_every_logged_curve(short_tensorboard_run):
+    records = [json.loads(line) for line in (short_tensorboard_run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in records if "g_loss" in r}) == [1, 2]  # each epoch's step, not only the first
+    # Each panel of the loss curve draws its points in its own colour: no empty frames.
+    curve = np.asarray(Image.open(short_tensorboard_run / "loss_curve.png").convert("RGB"))
+    panel_h = (curve.shape[0] - 30) // len(CURVES)
+    for p, key in enumerate(CURVES):
+        panel = curve[30 + p * panel_h: 30 + (p + 1) * panel_h]
+        assert (panel == COLOURS[p]).all(axis=-1).sum() > 10, f"panel {key} has no points"
+
+
+def test_sample_grid_names_its_columns(short_tensorboard_run):
+    grid = np.asarray(Image.open(short_tensorboard_run / "samples" / "epoch_0002.png").convert("L"))
+    cell = 32
+    header = grid[: grid.shape[0] - (2 * (cell + 2) + 2)]  # above the two sample rows (2 px padding)
+    assert header.shape[0] >= 10
+    for j in range(3):  # a dark label above each of masked | output | target
+        column = header[:, 2 + j * (cell + 2): 2 + j * (cell + 2) + cell]
+        assert (column < 100).sum() > 5, f"column {j} has no label"
 
 
 def _write_pair(folder: Path, name: str, size=(40, 36), mask_size=None):

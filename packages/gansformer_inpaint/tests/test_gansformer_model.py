@@ -45,10 +45,12 @@ def test_generator_uses_the_mask_channel():
     assert not torch.allclose(gen(masked, m1)[0], gen(masked, m2)[0])
 
 
-def test_discriminator_logits_shape():
-    disc = Discriminator(img_size=32, channels=8, max_channels=32, latent_num=4, num_heads=4)
-    out = disc(torch.rand(3, 3, 32, 32), torch.zeros(3, 1, 32, 32))
-    assert out.shape == (3,)
+def test_discriminator_logits_shape_at_any_size():
+    # No image size among its arguments: the first is the width (an unused img_size once took its place).
+    disc = Discriminator(8, max_channels=32, latent_num=4, num_heads=4)
+    assert disc.stem.conv.weight.shape[0] == 8
+    for size in (32, 48):
+        assert disc(torch.rand(3, 3, size, size), torch.zeros(3, 1, size, size)).shape == (3,)
 
 
 def test_bipartite_attention_both_phases():

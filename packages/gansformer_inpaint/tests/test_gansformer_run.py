@@ -1,11 +1,13 @@
-"""The run folder: refusal, --overwrite, kept and pruned step checkpoints, --resume auto, --max-minutes."""
+"""The run folder: refusal, --overwrite, kept and pruned step checkpoints, --resume auto, --max-minutes;
+W&B as an optional extra; any existing torch device."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from gansformer_inpaint.cli import train_entry
+from gansformer_inpaint.cli import infer_entry, train_entry, train_parser
 
 torch.set_num_threads(1)
 
@@ -96,3 +98,51 @@ def test_max_minutes_stops_mid_epoch_and_resume_auto_continues(tmp_path, capsys)
     assert f"resuming {run / 'checkpoint_3.pt'}" in capsys.readouterr().err
     assert_same_state(tmp_path / "full" / "latest.pth", run / "latest.pth")
     assert (run / "metrics.jsonl").read_bytes() == (tmp_path / "full" / "metrics.jsonl").read_bytes()
+
+
+def exit_code_and_lines(entry, argv, capsys) -> tuple[int, list[str]]:
+    with pytest.raises(SystemExit) as info:
+        entry(argv)
+    return info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_wandb_default_without_wandb_installed_logs_locally(tmp_path, monkeypatch, capsys):
+    # None in sys.modules makes `import wandb` raise ImportError, as on a machine without the extra.
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    args = [a for a in TINY if a != "--no-wandb"]
+
+    code, err = exit_code_and_lines(train_entry, [*args, "--tracker", "wandb", "--checkpoint-dir",
+                                                  str(tmp_path / "asked")], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --tracker wandb: wandb is not installed"), err
+    assert not (tmp_path / "asked").exists()
+
+    run = tmp_path / "run"
+    train_entry([*args, "--wandb", "--epochs", "1", "--checkpoint-dir", str(run)])
+    notes = [line for line in capsys.readouterr().err.splitlines() if "wandb is not installed" in line]
+    assert notes == [f"note: wandb is not installed, so --wandb logs locally instead: {run / 'metrics.jsonl'}, "
+                     "loss_curve.png and samples/ (install the wandb extra for W&B)"]
+    assert (run / "metrics.jsonl").read_text().strip() and (run / "loss_curve.png").is_file()
+    assert not (run / "wandb").exists()
+    assert torch.load(run / "latest.pth", weights_only=True)["tracker"]["backend"] == "none"
+
+
+def test_device_takes_any_torch_device_that_exists(tmp_path, monkeypatch, capsys):
+    assert train_parser().parse_args(["--device", "cuda:1"]).device == "cuda:1"  # parsed; refused only if absent
+    monkeypatch.chdir(tmp_path)
+    # cpu and auto pass the device check and the run goes on to the next thing it checks, the data.
+    for device in ("cpu", "auto"):
+        code, err = exit_code_and_lines(train_entry, ["--data-root", "missing", "--no-wandb", "--device", device,
+                                                      "--checkpoint-dir", "run"], capsys)
+        assert code == 2 and err[-1].startswith("error: missing: dataset folder not found"), err
+    refused = {"bogus": "error: unknown device 'bogus'; choose one of auto, cuda, mps, cpu"}
+    if not torch.cuda.is_available():
+        refused["cuda:1"] = "error: device 'cuda:1' was requested but CUDA is not available; available: cpu"
+    if not (torch.backends.mps.is_available() or torch.cuda.is_available()):
+        refused["mps"] = "error: device 'mps' was requested but MPS is not available; available: cpu"
+    for device, message in refused.items():
+        # Refused before any work: the checkpoint and images named here do not exist.
+        for entry, argv in ((train_entry, [*TINY, "--device", device, "--checkpoint-dir", "run"]),
+                            (infer_entry, ["--checkpoint", "none.pth", "--image", "none.png", "--mask", "none.png",
+                                           "--output", "out.png", "--device", device])):
+            code, err = exit_code_and_lines(entry, argv, capsys)
+            assert (code, err) == (2, [message]), (device, err)

@@ -15,13 +15,13 @@ from torch import nn
 from gansformer_inpaint.models.bipartite import BipartiteAttention
 from gansformer_inpaint.models.layers import ConvAct, EqualLinear
 
-NUM_DOWN = 4  # 256 → 16
+NUM_DOWN = 4  # 256 → 16; the pooling makes the size itself irrelevant
 
 
 class Discriminator(nn.Module):
-    """``forward(image, mask) -> logits`` of shape (B,)."""
+    """``forward(image, mask) -> logits`` of shape (B,); any input size (global pooling at the end)."""
 
-    def __init__(self, img_size: int = 256, channels: int = 64, max_channels: int = 512, latent_num: int = 32,
+    def __init__(self, channels: int = 64, max_channels: int = 512, latent_num: int = 32,
                  num_heads: int = 8) -> None:
         super().__init__()
         widths = [min(channels * 2**i, max_channels) for i in range(NUM_DOWN + 1)]

@@ -6,7 +6,7 @@ import copy
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,13 +19,13 @@ from gansformer_inpaint.dataloader import InpaintingDataset, SyntheticInpainting
 from gansformer_inpaint.evaluation import hole_metrics, mean_fill
 from gansformer_inpaint.models import Discriminator, Generator
 from gansformer_inpaint.training import losses
-from gansformer_inpaint.training.plot import plot_curves, read_metrics
+from gansformer_inpaint.training.plot import labelled_grid, plot_curves, read_metrics
 from shared.amp import MixedPrecision, NonFiniteError, ensure_finite
 from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import cleanup_distributed, init_distributed, is_main_process, wrap_ddp
-from shared.errors import DataError
-from shared.images import make_grid, save_image_grid
+from shared.errors import ConfigError, DataError
+from shared.images import save_image
 from shared.sampler import EpochSampler
 from shared.seed import make_generator, seed_everything, seed_worker
 from shared.training import RESUME_AUTO, Budget, RunningMeans, TrainingRun
@@ -35,12 +35,13 @@ ARCH_KEYS = ("img_size", "base_channels", "latent_num", "latent_dim", "num_heads
              "d_channels")
 STEP_FILE = re.compile(r"checkpoint_(\d+)\.pt")
 CURVES = ["fixed_hole_l1", "hole_l1", "valid_l1", "g_adv", "d_loss", "r1"]
+SAMPLE_COLUMNS = ("masked", "output", "target")
 
 
 def build_models(cfg: Config) -> tuple[Generator, Discriminator]:
     gen = Generator(cfg.img_size, cfg.base_channels, cfg.latent_num, cfg.latent_dim, cfg.num_heads,
                     cfg.num_gansformer_blocks)
-    disc = Discriminator(cfg.img_size, cfg.d_channels, cfg.latent_dim, cfg.latent_num, cfg.num_heads)
+    disc = Discriminator(cfg.d_channels, cfg.latent_dim, cfg.latent_num, cfg.num_heads)
     return gen, disc
 
 
@@ -102,6 +103,30 @@ class TrackerOptions:
     project: str = "gansformer-inpaint"
     entity: str | None = None
     run_name: str | None = None
+    wandb_optional: bool = False  # the --wandb default: without wandb installed, log locally instead of failing
+
+
+def wandb_installed() -> bool:
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_tracker(opts: TrackerOptions, out_dir: Path) -> TrackerOptions:
+    """``opts``, or local logging (``none``: ``metrics.jsonl``, ``loss_curve.png``, ``samples/``) when W&B
+    was only the default and is not installed; an explicit ``--tracker wandb`` without it is refused."""
+    if opts.backend != "wandb" or wandb_installed():
+        return opts
+    if not opts.wandb_optional:
+        raise ConfigError("--tracker wandb: wandb is not installed (install the wandb extra, e.g. "
+                          "`uv sync --package gansformer_inpaint --extra wandb`), or choose another --tracker")
+    if is_main_process():
+        # metrics.jsonl needs no extra at all, unlike TensorBoard or MLflow, so it is always there to fall back on.
+        print(f"note: wandb is not installed, so --wandb logs locally instead: {out_dir / 'metrics.jsonl'}, "
+              f"loss_curve.png and samples/ (install the wandb extra for W&B)", file=sys.stderr)
+    return replace(opts, backend="none")
 
 
 class Trainer:
@@ -114,6 +139,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.out_dir = Path(cfg.checkpoint_dir)
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.tracker_options = resolve_tracker(tracker or TrackerOptions(backend="none"), self.out_dir)
         # best.pth: the highest validation hole PSNR (the metric the benchmark judges), not a training loss.
         manager = CheckpointManager(self.out_dir, save_every_n_epochs=0, monitor="val/psnr_hole", mode="max")
         if resume == RESUME_AUTO and not manager.latest_path.exists():
@@ -129,7 +155,6 @@ class Trainer:
         for key in set(ARCH_KEYS) & saved.keys():  # the checkpoint's: resuming with other sizes could only fail
             setattr(cfg, key, saved[key])
         self.cfg = cfg.validate()
-        self.tracker_options = tracker or TrackerOptions(backend="none")
         seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
         self.dataset = build_dataset(cfg)
         self.sampler = EpochSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
@@ -280,15 +305,16 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self) -> None:
-        """Grid: one row per sample, masked | generated | ground truth."""
+        """Grid: one row per sample, masked | output | target, under a header row naming the columns."""
         if not is_main_process():
             return
         s = self.sample_batch
         _, composed = self.gen_module(s["masked"], s["mask"])
         rows = [[(s["masked"][i] + 1) / 2, (composed[i] + 1) / 2, (s["gt"][i] + 1) / 2] for i in range(len(composed))]
         epoch = self.epoch + (self.batch_in_epoch > 0)  # a mid-epoch grid is named after its epoch
-        save_image_grid(self.out_dir / "samples" / f"epoch_{epoch:04d}.png", rows)
-        self.run.tracker.log_image("samples", make_grid(rows), self.global_step)
+        grid = labelled_grid(rows, SAMPLE_COLUMNS)
+        save_image(self.out_dir / "samples" / f"epoch_{epoch:04d}.png", grid)
+        self.run.tracker.log_image("samples", grid, self.global_step)
 
     @torch.no_grad()
     def fixed_hole_l1(self) -> float:
@@ -314,6 +340,7 @@ class Trainer:
         loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
                             worker_init_fn=seed_worker, generator=make_generator(cfg.seed + self.epoch),
                             pin_memory=self.device.type == "cuda")
+        batches_per_epoch = self.sampler.batches_per_epoch(cfg.batch_size)
         with tqdm(loader, desc=f"epoch {self.epoch + 1}/{cfg.num_epochs}", disable=not is_main_process(),
                   dynamic_ncols=True, file=sys.stderr) as bar:
             for batch in bar:
@@ -328,7 +355,11 @@ class Trainer:
                     self.means.add(logs)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in self.means.local().items()
                                      if k in ("g_loss", "d_loss", "hole_l1")})
-                    if self.global_step % cfg.log_interval == 0 or self.global_step == 1:
+                    # Also each epoch's last step, so that a short run (fewer steps than --log-interval)
+                    # still leaves a point per epoch, and every R1 step, whose r1 would otherwise appear
+                    # only where the two intervals happen to meet.
+                    if (self.global_step % cfg.log_interval == 0 or self.global_step == 1
+                            or self.batch_in_epoch == batches_per_epoch or "r1" in logs):
                         self._log(logs)
                     if self.global_step % cfg.save_interval == 0:
                         self.save_step_checkpoint()
