@@ -167,7 +167,7 @@ class DeblurUnet(Package):
 
         train, _ = split_pairs(self.root, 0.0, seed=0)
         check_pairs(train, 16)
-        dataset = DeblurDataset(train, 16, training=True)
+        dataset = DeblurDataset.from_pairs(train, patch_size=16, is_training=True)
         return [dataset[i] for i in range(len(dataset))]
 
     def model_input(self, item) -> torch.Tensor:

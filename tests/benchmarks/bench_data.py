@@ -79,7 +79,7 @@ def deblur_section(batches: int = 10, batch_size: int = 4, patch: int = 256) -> 
     folder = Path(tempfile.mkdtemp(prefix="deblur_frames_"))
     _gopro_frames(folder)
     pairs = find_pairs(folder)
-    crop_loader = DataLoader(DeblurDataset(pairs, patch_size=patch, training=True), batch_size=batch_size,
+    crop_loader = DataLoader(DeblurDataset.from_pairs(pairs, patch_size=patch, is_training=True), batch_size=batch_size,
                              shuffle=True, generator=torch.Generator().manual_seed(0))
     full_loader = DataLoader(FullFrameDataset(pairs), batch_size=batch_size, shuffle=True,
                              generator=torch.Generator().manual_seed(0))

@@ -48,7 +48,7 @@ class TrainConfig:
     max_steps: int | None = None
     checkpoint_dir: str = "checkpoints"
     save_every: int = 10
-    keep_last: int = 3
+    keep_last: int = 0  # the spec keeps every periodic checkpoint
     output_dir: str = "outputs"
     sample_every: int = 1
     tracker: str = "mlflow"
@@ -68,6 +68,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if self.patch_size % 16:
             raise ConfigError(f"--patch-size must be a multiple of 16 (4 poolings), got {self.patch_size}")
+        if self.keep_last < 0:
+            raise ConfigError(f"--keep-last must be >= 0 (0 keeps every periodic checkpoint), got {self.keep_last}")
         if self.val_patch_size < 0:
             raise ConfigError(f"--val-patch-size must be >= 0 (0 = full images), got {self.val_patch_size}")
         if not 0 <= self.val_fraction < 1:
@@ -120,7 +122,8 @@ _HELP = {
     "max_steps": "stop after this many optimizer steps in all: save latest.pth, exit 0 (--resume continues)",
     "checkpoint_dir": "where latest.pth, best.pth and checkpoint_epoch_NNNN.pth go",
     "save_every": "periodic checkpoint every N epochs",
-    "keep_last": "periodic checkpoints of this run kept (0 = all); other runs' files are never deleted",
+    "keep_last": "keep only this run's newest N periodic checkpoints (0 = keep all); other runs' files are "
+                 "never deleted",
     "output_dir": "run folder for sample grids (input | output | target) and TensorBoard/W&B files",
     "sample_every": "save a sample grid every N epochs; 0 = never",
     "tracker": "experiment tracker",

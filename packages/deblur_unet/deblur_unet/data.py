@@ -9,8 +9,10 @@ number of workers, and a resumed run sees exactly what an uninterrupted one woul
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from shared.errors import DataError
-from shared.images import pair_by_stem, read_image
+from shared.images import image_bit_depth, pair_by_stem, read_image
 
 Pair = tuple[Path, Path]
 
@@ -69,10 +71,31 @@ def split_pairs(data_dir: str | Path, val_fraction: float, seed: int) -> tuple[l
 
 
 # ---------------------------------------------------------------------------------- transforms
+def read_full_precision(path: str | Path) -> np.ndarray:
+    """``(H, W, 3)``: uint8 for an 8-bit file, float32 in 0..1 for a 16-bit one (no precision lost)."""
+    if image_bit_depth(path) == 16:
+        return read_image(path, dtype="float32")
+    return read_image(path, dtype="uint8")
+
+
+def to_unit_array(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8, uint16 or float → float32 in 0..1 (a contiguous copy)."""
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array, 0.0, 1.0).astype(np.float32)
+    raise DataError(f"expected a uint8, uint16 or float image, got {array.dtype}")
+
+
 def to_model_range(image: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 → ``(3, H, W)`` float32 in [-1, 1]."""
-    tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float()  # copy: inputs may be read-only
-    return tensor / 127.5 - 1.0
+    """``(H, W, 3)`` uint8 (or uint16, or float in 0..1) → ``(3, H, W)`` float32 in [-1, 1]."""
+    if np.asarray(image).dtype == np.uint8:
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float()  # copy: inputs may be read-only
+        return tensor / 127.5 - 1.0
+    return torch.from_numpy(to_unit_array(image)).permute(2, 0, 1) * 2.0 - 1.0
 
 
 def from_model_range(tensor: torch.Tensor) -> np.ndarray:
@@ -117,38 +140,57 @@ def augment(blur: np.ndarray, sharp: np.ndarray, rng: np.random.Generator) -> tu
 
 # -------------------------------------------------------------------------------------- datasets
 class DeblurDataset(Dataset):
-    """Blur/sharp pairs from disk, as ``(blur, sharp)`` tensors in [-1, 1].
+    """Blur/sharp pairs from disk, as ``(blur, sharp)`` patches.
 
-    Training (``training=True``): one random ``patch_size`` crop per image per epoch, with synchronised
-    flips and 90° rotations. Validation: the centre ``patch_size`` crop, or the full image when
-    ``patch_size`` is 0 (then batch size 1 unless all images share a size).
+    ``DeblurDataset(data_dir, transform=None, patch_size=256, is_training=True)``, as in the original
+    project: ``data_dir`` holds ``blur/`` and ``sharp/`` (or ``<sequence>/blur`` and ``<sequence>/sharp``,
+    as GoPro's ``train/`` and ``test/`` do); :meth:`from_pairs` takes a list of ``(blur, sharp)`` files.
+
+    Training (``is_training=True``): one random ``patch_size`` crop per image per epoch (or
+    ``crops_per_image``), with synchronised flips and 90° rotations. Otherwise: the centre
+    ``patch_size`` crop, or the full image when ``patch_size`` is 0 (then batch size 1 unless all images
+    share a size).
+
+    Without ``transform`` each patch is a ``(3, H, W)`` float32 tensor in [-1, 1], the model's range.
+    ``transform`` is given each patch as an ``(H, W, 3)`` float32 array in 0..1 and returns what the
+    dataset yields, so ``transforms.Compose([ToTensor(), Normalize(0.5, 0.5)])`` from torchvision gives
+    the same tensors. 16-bit files are read at full precision (float), 8-bit ones as bytes.
 
     Call :meth:`set_epoch` at the start of every epoch so crops change from one epoch to the next.
     """
 
-    def __init__(self, pairs: Sequence[Pair], patch_size: int = 256, training: bool = True, seed: int = 0,
-                 crops_per_image: int = 1, cache: bool = False) -> None:
+    def __init__(self, data_dir: str | os.PathLike | None, transform: Callable[[np.ndarray], Any] | None = None,
+                 patch_size: int = 256, is_training: bool = True, *, pairs: Sequence[Pair] | None = None,
+                 seed: int = 0, crops_per_image: int = 1, cache: bool = False) -> None:
+        if pairs is None:
+            if data_dir is None:
+                raise DataError("give a data folder (or pairs, through DeblurDataset.from_pairs)")
+            pairs = find_pairs(data_dir)
         if not pairs:
             raise DataError("no image pairs to load")
-        if training and patch_size <= 0:
+        if is_training and patch_size <= 0:
             raise DataError(f"patch_size must be positive for training, got {patch_size}")
         if crops_per_image < 1:
             raise DataError(f"crops_per_image must be >= 1, got {crops_per_image}")
+        self.data_dir = data_dir
         self.pairs = list(pairs)
+        self.transform = transform
         self.patch_size = patch_size
-        self.training = training
+        self.is_training = is_training
         self.seed = seed
         # A 1280×720 frame holds dozens of 128-px patches: with few frames, one crop each per epoch
         # makes epochs of a step or two, most of their time spent validating and restarting workers.
-        self.crops_per_image = crops_per_image if training else 1
+        self.crops_per_image = crops_per_image if is_training else 1
         self.epoch = 0
         # Decoding two 1280×720 PNGs per patch costs as much as a step of a small model on a CPU.
         # Loaded here, in the main process, so that forked DataLoader workers share the arrays.
         self._cache = [self._read(i) for i in range(len(self.pairs))] if cache else None
 
     @classmethod
-    def from_folder(cls, folder: str | Path, **kwargs) -> DeblurDataset:
-        return cls(find_pairs(folder), **kwargs)
+    def from_pairs(cls, pairs: Sequence[Pair], transform: Callable[[np.ndarray], Any] | None = None,
+                   patch_size: int = 256, is_training: bool = True, **kwargs: Any) -> DeblurDataset:
+        """The dataset of an explicit list of ``(blur, sharp)`` files (a train/validation split)."""
+        return cls(None, transform, patch_size, is_training, pairs=pairs, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -157,7 +199,8 @@ class DeblurDataset(Dataset):
         return len(self.pairs) * self.crops_per_image
 
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Both images as uint8 ``(H, W, 3)``, checked to match and to hold one patch."""
+        """Both images as ``(H, W, 3)`` (uint8, or float32 for 16-bit files), checked to match and to
+        hold one patch."""
         index %= len(self.pairs)
         if self._cache is not None:
             return self._cache[index]
@@ -165,7 +208,7 @@ class DeblurDataset(Dataset):
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         blur_path, sharp_path = self.pairs[index]
-        blur, sharp = read_image(blur_path), read_image(sharp_path)
+        blur, sharp = read_full_precision(blur_path), read_full_precision(sharp_path)
         if blur.shape != sharp.shape:
             raise DataError(f"{blur_path}: size {blur.shape[1]}×{blur.shape[0]} differs from its sharp image "
                             f"{sharp_path} ({sharp.shape[1]}×{sharp.shape[0]})")
@@ -174,14 +217,16 @@ class DeblurDataset(Dataset):
                             f"{self.patch_size}×{self.patch_size} patch (lower --patch-size)")
         return blur, sharp
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         blur, sharp = self.load_pair(index)
-        if self.training:
+        if self.is_training:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             blur, sharp = random_crop(blur, sharp, self.patch_size, rng)
             blur, sharp = augment(blur, sharp, rng)
         elif self.patch_size:
             blur, sharp = center_crop(blur, self.patch_size), center_crop(sharp, self.patch_size)
+        if self.transform is not None:
+            return self.transform(to_unit_array(blur)), self.transform(to_unit_array(sharp))
         return to_model_range(blur), to_model_range(sharp)
 
 

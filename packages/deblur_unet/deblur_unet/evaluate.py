@@ -10,22 +10,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from deblur_unet.data import find_pairs
+from deblur_unet.data import find_pairs, read_full_precision, to_unit_array
 from deblur_unet.inference import Deblurrer, OnnxDeblurrer, TilingOptions, load_model
 from shared.cli import report_metrics
 from shared.device import DEVICE_CHOICES
 from shared.errors import DataError, cli_entry
-from shared.images import read_image, save_image
+from shared.images import describe_conversions, save_image
 from shared.metrics import psnr, ssim
 from shared.tiling import BLEND_MODES
 
 
 def _unit(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return torch.from_numpy(to_unit_array(image)).permute(2, 0, 1).unsqueeze(0)
 
 
 def image_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """PSNR (dB, capped at 100 for identical images) and SSIM of two uint8 ``(H, W, 3)`` images."""
+    """PSNR (dB, capped at 100 for identical images) and SSIM of two ``(H, W, 3)`` images (uint8, or
+    float in 0..1 for 16-bit files)."""
     p, t = _unit(prediction), _unit(target)
     return {"psnr": float(psnr(p, t)[0]), "ssim": float(ssim(p, t)[0])}
 
@@ -47,13 +48,14 @@ def evaluate_pairs(engine, pairs,
     """Mean and per-image metrics of ``engine(blur)`` and of ``blur`` itself against ``sharp``."""
     per_image = {}
     for name, (blur_path, sharp_path) in zip(_names(pairs), pairs, strict=True):
-        blur, sharp = read_image(blur_path), read_image(sharp_path)
+        # 16-bit files at full precision: the metrics see what a 16-bit output keeps.
+        blur, sharp = read_full_precision(blur_path), read_full_precision(sharp_path)
         if blur.shape != sharp.shape:
             raise DataError(f"{blur_path}: size {blur.shape[1]}×{blur.shape[0]} differs from its sharp image "
                             f"{sharp_path} ({sharp.shape[1]}×{sharp.shape[0]})")
         output = engine(blur)
         if save_dir is not None:
-            save_image((save_dir / name).with_suffix(".png"), output)
+            save_image((save_dir / name).with_suffix(".png"), output, bit_depth=8 if output.dtype == np.uint8 else 16)
         model_m, input_m = image_metrics(output, sharp), image_metrics(blur, sharp)
         per_image[name] = {"psnr": model_m["psnr"], "ssim": model_m["ssim"],
                            "input_psnr": input_m["psnr"], "input_ssim": input_m["ssim"]}
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     options = TilingOptions(args.tile_size, args.overlap, args.batch_size, args.blend, args.margin)
     options.validate()
     pairs = find_pairs(args.data_dir)
+    for line in describe_conversions([path for pair in pairs for path in pair], keep_16bit=True):
+        print(f"note: {line}", file=sys.stderr)
     if args.onnx:
         engine: Any = OnnxDeblurrer(args.onnx, options)
     else:

@@ -10,7 +10,9 @@ Python API, for a serverless handler or a notebook::
     from deblur_unet.inference import deblur_image
     sharp = deblur_image(model, blurry)
 
-``blurry`` is an ``(H, W, 3)`` uint8 array or a PIL image; the result has the same type and size.
+``blurry`` is an ``(H, W, 3)`` uint8 array, a uint16 or float (0..1) array, or a PIL image; the result
+has the same type, dtype and size. The model always computes in float: a uint16 or float input keeps its
+full precision, in and out.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deblur_unet.data import from_model_range, to_model_range
+from deblur_unet.data import from_model_range, to_model_range, to_unit_range
 from deblur_unet.model import DeblurUNet
 from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.cli import resolve_jobs, run_jobs
 from shared.device import DEVICE_CHOICES, resolve_device
 from shared.errors import ConfigError, DataError, cli_entry
-from shared.images import read_image, save_image
+from shared.images import SIXTEEN_BIT_SUFFIXES, describe_conversions, image_bit_depth, read_image, save_image
 from shared.tiling import BLEND_MODES, tiled_forward
 
 KIND = "deblur_unet"
@@ -78,23 +80,29 @@ class TilingOptions:
 
 
 def _as_array(image: Any) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` from an array (uint8, or float in 0..1) or a PIL image."""
+    """``(H, W, 3)`` uint8, uint16 or float from an array, or uint8 from a PIL image."""
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image, without importing PIL here
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise DataError(f"expected an (H, W, 3) RGB image, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.clip(np.round(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    if array.dtype not in (np.uint8, np.uint16) and not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"expected a uint8, uint16 or float (0..1) image, got {array.dtype}")
     return array
 
 
-def _like_input(result: np.ndarray, image: Any) -> Any:
+def _like_input(out: torch.Tensor, image: Any, array: np.ndarray) -> Any:
+    """The ``(3, H, W)`` [-1, 1] output as ``image`` was given: PIL, uint8, uint16 or float32 in 0..1."""
     if hasattr(image, "convert") and hasattr(image, "size"):
         from PIL import Image
 
-        return Image.fromarray(result)
-    return result
+        return Image.fromarray(from_model_range(out))
+    if array.dtype == np.uint8:
+        return from_model_range(out)
+    unit = to_unit_range(out.detach().cpu()).permute(1, 2, 0).numpy()
+    if array.dtype == np.uint16:
+        return np.round(unit * 65535.0).astype(np.uint16)
+    return unit.astype(np.float32)
 
 
 def deblur_tensor(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, options: TilingOptions,
@@ -117,11 +125,12 @@ def deblur_image(model: Callable[[torch.Tensor], torch.Tensor], image: Any, tile
 
     Args:
         model: a :class:`DeblurUNet` (or any callable mapping ``(b, 3, t, t)`` in [-1, 1] to the same).
-        image: ``(H, W, 3)`` uint8 array (or float in 0..1), or a PIL image; any size.
+        image: ``(H, W, 3)`` uint8, uint16 or float (0..1) array, or a PIL image; any size.
         device: where the model runs (default: where its parameters are).
 
     Returns:
-        The deblurred image as the same type as ``image`` (uint8 array, or PIL image), same size.
+        The deblurred image as the same type and dtype as ``image`` (float arrays: float32 in 0..1),
+        same size.
     """
     options = TilingOptions(tile_size, overlap, batch_size, blend, margin)
     options.validate()
@@ -130,7 +139,7 @@ def deblur_image(model: Callable[[torch.Tensor], torch.Tensor], image: Any, tile
         device = next(model.parameters()).device
     x = to_model_range(array).unsqueeze(0)
     out = deblur_tensor(model, x, options, torch.device(device) if device else None, precision)
-    return _like_input(from_model_range(out[0]), image)
+    return _like_input(out[0], image, array)
 
 
 def training_tiling(checkpoint: str | Path) -> TilingOptions:
@@ -232,11 +241,23 @@ def run(args: argparse.Namespace) -> list[Path]:
     options = TilingOptions(args.tile_size, args.overlap, args.batch_size, args.blend, args.margin)
     options.validate()
     jobs = resolve_jobs(args.input, args.output, recursive=args.recursive)
+    # A 16-bit file keeps its 16 bits where the output format can hold them; a JPEG output cannot.
+    keep_16bit = all(job.target.suffix.lower() in SIXTEEN_BIT_SUFFIXES for job in jobs)
+    for line in describe_conversions([job.source for job in jobs], keep_16bit=keep_16bit):
+        print(f"note: {line}", file=sys.stderr)
     if args.onnx:
         engine: Any = OnnxDeblurrer(args.onnx, options)
     else:
         engine = Deblurrer(load_model(args.checkpoint, "cpu"), options, args.device, args.precision)
-    return run_jobs(jobs, lambda job: [save_image(job.target, engine(read_image(job.source)))])
+
+    def process(job) -> list[Path]:
+        if keep_16bit and image_bit_depth(job.source) == 16:
+            # Read as float, not rounded to bytes: the model sees every bit the file holds.
+            sharp = engine(read_image(job.source, dtype="float32"))
+            return [save_image(job.target, sharp, bit_depth=16)]
+        return [save_image(job.target, engine(read_image(job.source, dtype="uint8")))]
+
+    return run_jobs(jobs, process)
 
 
 @cli_entry

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
@@ -30,7 +31,7 @@ from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, wrap_ddp
 from shared.errors import DataError, unwrap_worker_error
-from shared.images import read_image, read_image_size, save_image_grid
+from shared.images import describe_conversions, read_image, read_image_size, save_image_grid
 from shared.metrics import psnr, ssim
 from shared.sampler import EpochSampler
 from shared.seed import seed_everything, seed_worker
@@ -72,11 +73,16 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
         val_pairs = train_pairs
     check_pairs(train_pairs, cfg.patch_size)
     check_pairs(val_pairs, cfg.val_patch_size)
-    train = DeblurDataset(train_pairs, cfg.patch_size, training=True, seed=cfg.seed,
-                          crops_per_image=cfg.crops_per_image,
-                          cache=cfg.cache_images)
-    val = DeblurDataset(val_pairs, cfg.val_patch_size, training=False, seed=cfg.seed)
+    train = DeblurDataset.from_pairs(train_pairs, patch_size=cfg.patch_size, is_training=True, seed=cfg.seed,
+                                     crops_per_image=cfg.crops_per_image, cache=cfg.cache_images)
+    val = DeblurDataset.from_pairs(val_pairs, patch_size=cfg.val_patch_size, is_training=False, seed=cfg.seed)
     return train, val
+
+
+def conversion_notes(datasets: Sequence[Dataset]) -> list[str]:
+    """One line per kind of data-changing conversion of the datasets' files (16-bit files are kept)."""
+    files = [path for dataset in datasets for pair in getattr(dataset, "pairs", ()) for path in pair]
+    return describe_conversions(list(dict.fromkeys(files)), keep_16bit=True)
 
 
 def lr_factor(elapsed_minutes: float, max_minutes: float | None, decay_fraction: float) -> float:
@@ -228,6 +234,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     run = TrainingRun(KIND, manager, resume=cfg.resume, overwrite=cfg.overwrite,
                       budget=Budget(cfg.max_minutes, cfg.max_steps))
     train_set, val_set = build_datasets(cfg)
+    if info.is_main:
+        # Said once, before any step, so that a grayscale or RGBA file among thousands is not a surprise.
+        for line in conversion_notes([train_set, val_set]):
+            print(f"note: {line}", file=sys.stderr)
 
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -98,3 +98,92 @@ def test_training_tiling_follows_the_checkpoints_patch_size(tmp_path):
     default = TilingOptions()
     tiling = training_tiling(checkpoint("none.pth", None))
     assert (tiling.tile_size, tiling.overlap) == (default.tile_size, default.overlap)
+
+
+def _identity_checkpoint(path: Path) -> Path:
+    """A checkpoint of the untrained default model: global residual, zero head, i.e. exactly the identity."""
+    from shared.checkpoint import make_training_state, save_checkpoint
+
+    model = DeblurUNet(base_ch=8, residual=True)
+    torch.nn.init.zeros_(model.final.weight)
+    torch.nn.init.zeros_(model.final.bias)
+    return save_checkpoint(path, make_training_state(kind="deblur_unet", epoch=1, global_step=1,
+                                                     objects={"model": model}, extra={"model_config": model.config()}))
+
+
+def _png_bit_depth(path: Path) -> int:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return data[24]  # IHDR: width, height, then the bit depth per channel
+
+
+def test_16bit_png_in_16bit_png_out_computed_at_full_precision(tmp_path, capsys):
+    from deblur_unet.inference import main
+    from shared.images import save_image
+
+    if (DATA / "blur").is_dir():
+        frame = read_image(sorted((DATA / "blur").iterdir())[0], dtype="uint8")[100:196, 100:228]
+    else:  # the real frame sits beside the repository; any photo-like image shows the same
+        from deblur_unet.data import procedural_image
+
+        frame = np.round(procedural_image(128, np.random.default_rng(0))[:96] * 255).astype(np.uint8)
+    # The frame at 16 bits plus a ramp that climbs one 8-bit step across the width: detail below 8 bits.
+    ramp = np.linspace(0, 256, frame.shape[1])[None, :, None]
+    levels = np.clip(frame.astype(np.float64) * 257 + ramp, 0, 65535).round().astype(np.uint16)
+    save_image(tmp_path / "in16.png", levels / 65535.0, bit_depth=16)
+    save_image(tmp_path / "in8.png", np.round(levels / 257.0).astype(np.uint8))  # the same photo at 8 bits
+    assert _png_bit_depth(tmp_path / "in16.png") == 16 and _png_bit_depth(tmp_path / "in8.png") == 8
+    ckpt = _identity_checkpoint(tmp_path / "identity.pth")
+    for name in ("16", "8"):
+        main(["--checkpoint", str(ckpt), "--input", str(tmp_path / f"in{name}.png"), "--output",
+              str(tmp_path / f"out{name}.png"), "--tile-size", "64", "--overlap", "16", "--device", "cpu"])
+
+    assert _png_bit_depth(tmp_path / "out16.png") == 16 and _png_bit_depth(tmp_path / "out8.png") == 8
+    out16 = read_image(tmp_path / "out16.png", dtype="float32").astype(np.float64) * 65535
+    out8 = read_image(tmp_path / "out8.png", dtype="uint8").astype(np.float64) * 257
+    assert out16.shape == out8.shape == levels.shape
+    assert np.abs(out16 - levels).max() <= 1.0  # the identity, to the last bit of 16
+    assert np.abs(out8 - levels).mean() > 32  # the 8-bit copy lost the ramp (mean error ~64 levels)
+    assert not any(line.startswith("note: ") for line in capsys.readouterr().err.splitlines())
+
+
+def test_api_keeps_the_dtype_of_uint16_and_float_arrays():
+    model = DeblurUNet(base_ch=8, residual=True).eval()
+    torch.nn.init.zeros_(model.final.weight)
+    torch.nn.init.zeros_(model.final.bias)
+    levels = np.random.default_rng(0).integers(0, 65536, (40, 36, 3)).astype(np.uint16)
+    out = deblur_image(model, levels, tile_size=32, overlap=8)
+    assert out.dtype == np.uint16 and np.abs(out.astype(np.int64) - levels).max() <= 1
+    floats = levels / 65535.0
+    out = deblur_image(model, floats, tile_size=32, overlap=8)
+    assert out.dtype == np.float32 and np.abs(out - floats).max() < 1e-5
+
+
+def test_conversions_are_said_once_per_inference_job(tmp_path, capsys):
+    from deblur_unet.inference import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (24, 20), dtype=np.uint8), "L").save(tmp_path / "in" / f"{name}.png")
+    Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(tmp_path / "in" / "d.png")
+    main(["--checkpoint", str(_identity_checkpoint(tmp_path / "identity.pth")), "--input", str(tmp_path / "in"),
+          "--output", str(tmp_path / "out"), "--tile-size", "32", "--overlap", "8", "--device", "cpu"])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "grayscale" in notes[0] and "3 of 4" in notes[0] and "a.png" in notes[0], notes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+
+
+def test_evaluation_scores_16bit_pairs_at_full_precision(tmp_path):
+    from deblur_unet.data import find_pairs
+    from deblur_unet.evaluate import evaluate_pairs
+    from shared.images import save_image
+
+    # The blurry file is the sharp one plus 100/65535 everywhere: invisible at 8 bits, 56.3 dB at 16.
+    levels = np.random.default_rng(0).integers(0, 65000, (32, 40, 3)).astype(np.float64)
+    for sub, offset in (("sharp", 0), ("blur", 100)):
+        (tmp_path / sub).mkdir()
+        save_image(tmp_path / sub / "a.png", (levels + offset) / 65535.0, bit_depth=16)
+    mean, _ = evaluate_pairs(lambda image: image, find_pairs(tmp_path), save_dir=tmp_path / "out")
+    assert mean["input_psnr"] == pytest.approx(20 * np.log10(65535 / 100), abs=0.05)
+    assert _png_bit_depth(tmp_path / "out" / "a.png") == 16

@@ -18,7 +18,7 @@ def test_overfits_real_pairs():
     torch.manual_seed(0)
     pairs = find_pairs(DATA)[:2]
     # Fixed centre crops: the same two patches every step, so the loss can only fall by memorising them.
-    dataset = DeblurDataset(pairs, patch_size=48, training=False)
+    dataset = DeblurDataset.from_pairs(pairs, patch_size=48, is_training=False)
     blur = torch.stack([dataset[i][0] for i in range(len(dataset))])
     sharp = torch.stack([dataset[i][1] for i in range(len(dataset))])
     model = DeblurUNet(base_ch=8, residual=True)

@@ -1,5 +1,8 @@
 """The training loop in process: what it reports when some steps do not go through."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,11 +51,25 @@ def _tiny(tmp_path, **overrides):
     return TrainConfig(**{**settings, **overrides})
 
 
+def _readme_logged(kind: str) -> set[str]:
+    """The names the README's "What is logged" table gives for ``kind`` (scalar, image)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("### What is logged", 1)[1].split("\n\n")[2]
+    names = set()
+    for row in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        if cells[1] == kind:
+            names.update(re.findall(r"`([^`]+)`", cells[0]))
+    return names
+
+
 def test_validation_logs_the_blurry_inputs_psnr_beside_the_models(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from deblur_unet.data import SyntheticDeblurDataset, to_unit_range
     from shared.metrics import psnr, ssim
 
-    summary = trainer.train(_tiny(tmp_path))
+    summary = trainer.train(_tiny(tmp_path, sample_every=1))
 
     # The validation set the trainer builds for --synthetic: a quarter of the samples, at the patch size.
     val = SyntheticDeblurDataset(2, 32, training=False, seed=42)
@@ -65,6 +82,11 @@ def test_validation_logs_the_blurry_inputs_psnr_beside_the_models(tmp_path, caps
     assert _scalars(logged, "val/ssim_input")[step] == pytest.approx(expected_ssim, abs=1e-4)
     assert _scalars(logged, "val/psnr")[step] == pytest.approx(summary["last_metrics"]["psnr"], abs=1e-3)
     assert f"(input {expected_psnr:.2f})" in capsys.readouterr().err
+    # The README lists exactly what the run logged.
+    [events_file] = (tmp_path / "out").rglob("events.out.tfevents.*")
+    tags = EventAccumulator(str(events_file.parent), size_guidance={"images": 0}).Reload().Tags()
+    assert set(tags["scalars"]) == _readme_logged("scalar")
+    assert set(tags["images"]) == _readme_logged("image") == {"samples"}
 
 
 def test_a_budget_stop_validates_and_writes_best(tmp_path, capsys):
@@ -109,3 +131,39 @@ def test_lr_decay_needs_a_time_budget():
     with pytest.raises(ConfigError, match="--max-minutes"):
         TrainConfig(synthetic=True, lr_decay_fraction=0.3).validate()
     TrainConfig(synthetic=True, lr_decay_fraction=0.3, max_minutes=1.0).validate()
+
+
+def test_every_periodic_checkpoint_is_kept_unless_keep_last(tmp_path):
+    from deblur_unet.config import parse_config
+    from shared.errors import ConfigError
+
+    # One step per epoch; a periodic file after each of the 4 epochs, as the spec keeps them all.
+    trainer.train(_tiny(tmp_path, synthetic_samples=2, epochs=4, save_every=1, tracker="none"))
+    kept = sorted(p.name for p in (tmp_path / "ckpt").glob("checkpoint_epoch_*.pth"))
+    assert kept == [f"checkpoint_epoch_{epoch:04d}.pth" for epoch in (1, 2, 3, 4)]
+    assert parse_config(["--synthetic"]).keep_last == 0
+    assert parse_config(["--synthetic", "--keep-last", "2"]).keep_last == 2
+    with pytest.raises(ConfigError, match="--keep-last"):
+        parse_config(["--synthetic", "--keep-last", "-1"])
+
+
+def test_conversions_are_said_once_at_training_start(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from shared.images import save_image
+
+    rng = np.random.default_rng(0)
+    for sub in ("blur", "sharp"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for name in ("a", "b", "c", "d"):
+        rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "data" / "sharp" / f"{name}.png")
+        Image.fromarray(rgb[..., 0]).save(tmp_path / "data" / "blur" / f"{name}.png")  # grayscale
+    save_image(tmp_path / "data" / "sharp" / "d.png", rng.random((32, 32, 3)), bit_depth=16)
+    trainer.train(_tiny(tmp_path, synthetic=False, data_dir=str(tmp_path / "data"), patch_size=16,
+                        val_patch_size=16, val_fraction=0.25, tracker="none", batch_size=4))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    grayscale = [line for line in notes if "grayscale" in line]
+    assert len(grayscale) == 1 and "4 of 8" in grayscale[0] and f"{Path('blur')}" in grayscale[0], notes
+    assert not any("16-bit" in line for line in notes), notes  # 16-bit files are read at full precision
