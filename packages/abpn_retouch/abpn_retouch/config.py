@@ -41,6 +41,7 @@ class TrainConfig:
     synthetic_count: int = 8
     synthetic_size: int = 0
     pad_small: bool = False
+    strict_pairs: bool = False
     num_workers: int = 2
     cache_images: int = 2
     device: str = "auto"
@@ -101,6 +102,8 @@ HELP = {
     "synthetic_count": "number of synthetic pairs",
     "synthetic_size": "side of synthetic images (0: patch_size + stride, i.e. 2×2 patches each)",
     "pad_small": "reflect-pad images smaller than a patch instead of refusing them",
+    "strict_pairs": "refuse a file with no partner of the same base name in the other folder (default: leave "
+                    "it out and list it once)",
     "num_workers": "DataLoader worker processes",
     "cache_images": "decoded pairs kept per worker (0 = decode for every patch)",
     "device": "compute device",

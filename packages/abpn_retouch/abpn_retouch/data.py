@@ -9,7 +9,9 @@ once per epoch in total instead of once per patch.
 
 Patches leave the dataset as ``uint8``: a 2048² RGB pair is 25 MB instead of 100 MB in float32, and
 that is what each DataLoader worker copies into shared memory and each step copies to the GPU.
-:func:`to_model` converts a batch to 0..1 floats where it lands (on the device, in training).
+:func:`to_model` converts a batch to 0..1 floats where it lands (on the device, in training). A set
+that holds a 16-bit file is the exception: all its pairs are decoded as float32 (0..1, every bit kept),
+and its patches leave as float32.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from abpn_retouch.masks import MaskRecipe, coverage, full_resolution_mask, half_resolution
 from shared.errors import DataError
-from shared.images import pair_by_stem, read_image, read_image_size
+from shared.images import image_bit_depth, list_images, pair_by_stem, read_image, read_image_size
 from shared.sampler import epoch_permutation
 from shared.tiling import extract_patch, patch_grid
 
@@ -51,12 +53,27 @@ def _header_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-class FilePair(ImageSource):
-    """A pair of files with the same base name in ``image_dir`` and ``gt_dir``."""
+def read_full_precision(path: str | os.PathLike, full_precision: bool | None = None) -> np.ndarray:
+    """An RGB image as ``uint8`` (8-bit files) or ``float32`` in 0..1 (16-bit files, all 16 bits kept).
 
-    def __init__(self, image_path: Path, gt_path: Path) -> None:
+    ``full_precision`` forces float32 (True) or 8 bits (False); None decides from the file header.
+    """
+    if full_precision is None:
+        full_precision = image_bit_depth(path) == 16
+    return read_image(path, dtype="float32" if full_precision else "uint8")
+
+
+class FilePair(ImageSource):
+    """A pair of files with the same base name in ``image_dir`` and ``gt_dir``.
+
+    ``full_precision``: decode as float32 in 0..1 (set for every pair of a set holding a 16-bit file, so
+    that a batch never mixes dtypes), else as ``uint8``.
+    """
+
+    def __init__(self, image_path: Path, gt_path: Path, full_precision: bool = False) -> None:
         self.image_path, self.gt_path = image_path, gt_path
         self.name = image_path.stem
+        self.full_precision = full_precision
         self.size = _header_size(image_path)
         gt_size = _header_size(gt_path)
         if gt_size != self.size:
@@ -64,7 +81,8 @@ class FilePair(ImageSource):
                             f"{image_path.name} is {self.size[1]}×{self.size[0]}")
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        image, target = read_image(self.image_path), read_image(self.gt_path)
+        image = read_full_precision(self.image_path, self.full_precision)
+        target = read_full_precision(self.gt_path, self.full_precision)
         if image.shape != target.shape:  # header lied (e.g. EXIF-less rotation): still refuse clearly
             raise DataError(f"{self.gt_path}: decoded size {target.shape[:2]} differs from {self.image_path}")
         return image, target
@@ -127,9 +145,52 @@ class SyntheticPair(ImageSource):
         return synthetic_portrait(self.seed * 100_003 + self.index, *self.size)
 
 
-def file_sources(image_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[ImageSource]:
-    """Pairs by matching base name (jpg/png/tif) in ``image_dir`` and ``gt_dir``."""
-    return [FilePair(a, b) for a, b in pair_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS)]
+def match_pairs(image_dir: str | os.PathLike, gt_dir: str | os.PathLike, strict: bool = True
+                ) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """``(pairs, unpaired)``: the files of the two folders with the same base name, and the others.
+
+    The spec uses only the files whose base name is in both folders. ``strict`` refuses any unpaired
+    file instead; a folder pair where nothing matches, and a base name twice in one folder, are refused
+    either way (with :func:`shared.images.pair_by_stem`'s one-line errors).
+    """
+    if strict:
+        return pair_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS), []
+    side_a, side_b = _by_stem(list_images(image_dir, PAIR_EXTENSIONS)), _by_stem(list_images(gt_dir, PAIR_EXTENSIONS))
+    common = sorted(side_a.keys() & side_b.keys())
+    if not common:
+        pair_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS)  # raises its "no matching file" error
+    unpaired = sorted([side_a[s] for s in side_a.keys() - side_b.keys()] + [side_b[s] for s in side_b.keys() - side_a.keys()])
+    return [(side_a[s], side_b[s]) for s in common], unpaired
+
+
+def _by_stem(files: Sequence[Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in files:
+        if path.stem in found:
+            raise DataError(f"{path}: two files share the name '{path.stem}' ({found[path.stem].name}, {path.name})")
+        found[path.stem] = path
+    return found
+
+
+def unpaired_note(unpaired: Sequence[Path], paired: int, shown: int = 5) -> str:
+    """The one line a run prints about the files it leaves out for want of a partner."""
+    names = ", ".join(str(p) for p in unpaired[:shown]) + (", ..." if len(unpaired) > shown else "")
+    return (f"note: {len(unpaired)} unpaired file(s) left out, {paired} pair(s) used (no file of the same base "
+            f"name in the other folder; --strict-pairs refuses them): {names}")
+
+
+def file_sources(image_dir: str | os.PathLike, gt_dir: str | os.PathLike, strict: bool = True,
+                 unpaired: list[Path] | None = None) -> list[ImageSource]:
+    """Pairs by matching base name (jpg/png/tif) in ``image_dir`` and ``gt_dir`` (see :func:`match_pairs`).
+
+    Without ``strict`` the files left unpaired are appended to ``unpaired`` when given. If any file is
+    16-bit, every pair is decoded as float32 (:class:`FilePair`), so none loses precision.
+    """
+    pairs, left_out = match_pairs(image_dir, gt_dir, strict)
+    if unpaired is not None:
+        unpaired.extend(left_out)
+    full = any(image_bit_depth(path) == 16 for pair in pairs for path in pair)
+    return [FilePair(a, b, full) for a, b in pairs]
 
 
 def synthetic_sources(count: int, size: tuple[int, int], seed: int = 0) -> list[ImageSource]:

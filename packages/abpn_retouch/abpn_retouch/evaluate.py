@@ -4,10 +4,11 @@ original's (the trivial baseline), mask IoU/Dice vs the GT mask and that mask's 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
-from abpn_retouch.data import PAIR_EXTENSIONS
+from abpn_retouch.data import PAIR_EXTENSIONS, read_full_precision
 from abpn_retouch.infer import _check_tiling, load_model, retouch
 from abpn_retouch.masks import MASK_REFERENCES, MaskRecipe, coverage, generate_gt_mask
 from abpn_retouch.metrics import mask_iou_dice
@@ -16,7 +17,7 @@ from shared.amp import PRECISIONS
 from shared.cli import report_metrics
 from shared.device import DEVICE_CHOICES, resolve_device
 from shared.errors import DataError, cli_entry
-from shared.images import pair_by_stem, read_image, to_tensor
+from shared.images import describe_conversions, image_bit_depth, pair_by_stem, to_tensor
 from shared.metrics import psnr, ssim
 
 COLUMNS = ("psnr", "ssim", "psnr_input", "ssim_input", "mask_iou", "mask_dice", "mask_coverage")
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 @torch.no_grad()
 def score_pair(model: ABPN, image, target, recipe: MaskRecipe, tile_size: int = 1024, overlap: int = 256,
                device: torch.device | None = None, precision: str = "fp32") -> tuple[dict[str, float], torch.Tensor]:
-    """The metrics of one ``uint8`` pair and the model's output ``(3, H, W)`` in 0..1.
+    """The metrics of one pair (both ``uint8``, or both float in 0..1) and the model's output ``(3, H, W)`` in 0..1.
 
     ``psnr``/``ssim``: the model's output; ``psnr_input``/``ssim_input``: the untouched original's (doing
     nothing, the baseline a retouching model must beat); mask IoU/Dice of the predicted mask against the
@@ -73,8 +74,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     recipe = MaskRecipe(magnifier=args.magnifier, mask_threshold=args.mask_threshold,
                         reference=args.mask_reference)
     per_image: dict[str, dict[str, float]] = {}
-    for image_path, gt_path in pair_by_stem(args.image_dir, args.gt_dir, PAIR_EXTENSIONS):
-        image, target = read_image(image_path), read_image(gt_path)
+    pairs = pair_by_stem(args.image_dir, args.gt_dir, PAIR_EXTENSIONS)
+    for line in describe_conversions([path for pair in pairs for path in pair], keep_16bit=True):
+        print(f"note: {line}", file=sys.stderr)
+    for image_path, gt_path in pairs:
+        # Both at float32 when either is 16-bit: the metrics then see every bit of the 16-bit side.
+        full = image_bit_depth(image_path) == 16 or image_bit_depth(gt_path) == 16
+        image, target = read_full_precision(image_path, full), read_full_precision(gt_path, full)
         if image.shape != target.shape:
             raise DataError(f"{gt_path}: size {target.shape[:2]} differs from {image_path} {image.shape[:2]}")
         per_image[image_path.stem], _ = score_pair(model, image, target, recipe, args.tile_size, args.overlap,

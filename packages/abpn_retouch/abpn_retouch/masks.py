@@ -3,6 +3,9 @@
 Each step is its own function so each is tested:
 HSV → |V_gt - reference| → × magnifier → threshold → opening → dilation → Gaussian blur → half size.
 All images are ``uint8`` ``(H, W, 3)`` RGB; the mask comes out ``float32`` in 0..1.
+:func:`full_resolution_mask` also takes float images in 0..1 (16-bit files read at full precision) and
+rounds them to 8 bits first: the thresholds are in 8-bit levels, and a mask of where a retouch happened
+needs no finer steps.
 
 The spec compares against the input's V itself (``reference="input"``) with ×5 and threshold 3, so a
 brightness change of 1 level counts. On the real sample pairs that marks 91–100% of every image: a
@@ -106,10 +109,18 @@ def half_resolution(mask: np.ndarray) -> np.ndarray:
     return cv2.resize(mask, (max(width // 2, 1), max(height // 2, 1)), interpolation=cv2.INTER_AREA)
 
 
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """``uint8`` images unchanged; float images in 0..1 rounded to 0..255."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(image.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def full_resolution_mask(image: np.ndarray, target: np.ndarray, recipe: MaskRecipe = MaskRecipe()) -> np.ndarray:
     """The soft mask at the input's resolution (every step but the final resize)."""
     if image.shape != target.shape:
         raise ValueError(f"input {image.shape} and target {target.shape} differ in size")
+    image, target = as_uint8(image), as_uint8(target)
     diff = amplify(difference(image, target, recipe.reference), recipe.magnifier)
     binary = threshold(diff, recipe.mask_threshold)
     binary = open_then_dilate(binary, recipe.open_kernel, recipe.dilate_kernel, recipe.dilate_iterations)

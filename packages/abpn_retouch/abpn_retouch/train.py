@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from abpn_retouch.config import TrainConfig, parse_config
 from abpn_retouch.data import (
+    FilePair,
     ImageSource,
     PatchDataset,
     SyntheticPair,
@@ -29,6 +30,7 @@ from abpn_retouch.data import (
     split_validation,
     synthetic_sources,
     to_model,
+    unpaired_note,
 )
 from abpn_retouch.losses import LossWeights, RetouchLoss
 from abpn_retouch.masks import MaskRecipe
@@ -38,7 +40,7 @@ from shared.checkpoint import CheckpointError, CheckpointManager, load_checkpoin
 from shared.device import resolve_device
 from shared.distributed import cleanup_distributed, init_distributed, wrap_ddp
 from shared.errors import ConfigError, UserError, cli_entry, unwrap_worker_error
-from shared.images import read_image, save_image_grid
+from shared.images import describe_conversions, read_image, save_image_grid
 from shared.seed import make_generator, seed_everything, seed_worker
 from shared.training import Budget, RunningMeans, TrainingRun
 
@@ -86,8 +88,12 @@ def mask_recipe(cfg: TrainConfig) -> MaskRecipe:
     return MaskRecipe(magnifier=cfg.magnifier, mask_threshold=cfg.mask_threshold, reference=cfg.mask_reference)
 
 
-def split_sources(cfg: TrainConfig) -> tuple[list[ImageSource], list[ImageSource]]:
-    """``(train, validation)`` pairs: a validation folder, else held-out pairs (synthetic: extra pairs)."""
+def split_sources(cfg: TrainConfig, unpaired: list[Path] | None = None
+                  ) -> tuple[list[ImageSource], list[ImageSource]]:
+    """``(train, validation)`` pairs: a validation folder, else held-out pairs (synthetic: extra pairs).
+
+    Files left out for want of a partner (unless ``--strict-pairs``) are appended to ``unpaired``.
+    """
     if cfg.synthetic:
         side = cfg.synthetic_size or cfg.patch_size + cfg.stride
         train = synthetic_sources(cfg.synthetic_count, (side, side), cfg.seed)
@@ -96,9 +102,9 @@ def split_sources(cfg: TrainConfig) -> tuple[list[ImageSource], list[ImageSource
         return train, held
     if bool(cfg.val_image_dir) != bool(cfg.val_gt_dir):
         raise ConfigError("--val-image-dir and --val-gt-dir go together")
-    sources = file_sources(cfg.image_dir, cfg.gt_dir)
+    sources = file_sources(cfg.image_dir, cfg.gt_dir, cfg.strict_pairs, unpaired)
     if cfg.val_image_dir:
-        return sources, file_sources(cfg.val_image_dir, cfg.val_gt_dir)
+        return sources, file_sources(cfg.val_image_dir, cfg.val_gt_dir, cfg.strict_pairs, unpaired)
     return split_validation(sources, cfg.val_fraction, cfg.seed)
 
 
@@ -107,6 +113,16 @@ def build_dataset(cfg: TrainConfig, sources: list[ImageSource] | None = None) ->
         sources = split_sources(cfg)[0]
     return PatchDataset(sources, cfg.patch_size, cfg.stride, mask_recipe(cfg), cfg.cache_images, cfg.pad_small,
                         flip=not cfg.no_flip, seed=cfg.seed, balance=cfg.balance_images)
+
+
+def report_data(sources: list[ImageSource], unpaired: list[Path]) -> None:
+    """Say once what the run leaves out (unpaired files) and how reading changes its files' data."""
+    if unpaired:
+        print(unpaired_note(unpaired, len(sources)), file=sys.stderr)
+    files = [path for source in sources if isinstance(source, FilePair) for path in (source.image_path, source.gt_path)]
+    # 16-bit files are read at full precision (FilePair), so only the other conversions change data.
+    for line in describe_conversions(files, keep_16bit=True):
+        print(f"note: {line}", file=sys.stderr)
 
 
 def report_coverage(sources: list[ImageSource], recipe: MaskRecipe) -> float:
@@ -207,7 +223,8 @@ def _train(cfg: TrainConfig, dist_info) -> int:
     seed_everything(cfg.seed, cfg.deterministic)
     if device.type == "cuda" and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off
-    train_sources, val_sources = split_sources(cfg)
+    unpaired: list[Path] = []
+    train_sources, val_sources = split_sources(cfg, unpaired)
     validating = bool(val_sources)
     manager = CheckpointManager(cfg.save_dir, save_every_n_epochs=cfg.save_every, keep_last=cfg.keep_last,
                                 monitor="val_psnr" if validating else "train_loss", mode="max" if validating else "min")
@@ -217,6 +234,7 @@ def _train(cfg: TrainConfig, dist_info) -> int:
     dataset = build_dataset(cfg, train_sources)
     recipe = mask_recipe(cfg)
     if is_main:
+        report_data(train_sources + val_sources, unpaired)
         report_coverage(train_sources, recipe)
         names = ", ".join(s.name for s in val_sources[:5]) + (" ..." if len(val_sources) > 5 else "")
         print(f"training on {len(train_sources)} pair(s) ({len(dataset)} patches); "

@@ -52,3 +52,19 @@ def real_data() -> Path:
 def write_image(path: Path, array: np.ndarray) -> Path:
     Image.fromarray(array).save(path)
     return path
+
+
+def smooth_gradient(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A float ``(H, W, 3)`` image in 0..1 whose ramps span a few 8-bit levels and thousands of 16-bit ones:
+    detail that only a 16-bit file holds."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yn, xn = yy / height, xx / width
+    base = rng.uniform(0.2, 0.7, 3).astype(np.float32)
+    return np.stack([base[0] + 0.02 * xn, base[1] + 0.015 * yn, base[2] + 0.01 * (xn + yn)], axis=-1)
+
+
+@pytest.fixture
+def gradient():
+    """:func:`smooth_gradient`, for tests (conftest is no importable module under importlib import mode)."""
+    return smooth_gradient

@@ -9,11 +9,15 @@ from abpn_retouch.data import (
     GroupedPatchSampler,
     PatchDataset,
     file_sources,
+    match_pairs,
     patch_loader,
     split_validation,
     synthetic_sources,
+    to_model,
+    unpaired_note,
 )
 from shared.errors import DataError
+from shared.images import image_bit_depth, read_image, save_image
 from shared.tiling import patch_grid
 
 
@@ -271,3 +275,58 @@ def test_mixed_sampler_interleaves_images_and_is_the_shared_permutation():
     grouped.set_epoch(2)
     firsts = list(grouped)[:6]
     assert set(firsts) in (set(groups[0]), set(groups[1]))  # grouped: one image after the other
+
+
+def test_unpaired_files_are_left_out_and_listed_unless_strict(tmp_path, pair_dirs):
+    original, retouch = pair_dirs
+    (original / "extra.png").write_bytes((original / "img_0.png").read_bytes())
+    (retouch / "only_retouched.jpg").write_bytes((retouch / "img_1.png").read_bytes())
+    unpaired = []
+    sources = file_sources(original, retouch, strict=False, unpaired=unpaired)
+    assert [s.name for s in sources] == ["img_0", "img_1"]
+    assert unpaired == [original / "extra.png", retouch / "only_retouched.jpg"]
+    note = unpaired_note(unpaired, len(sources))
+    assert note.startswith("note: 2 unpaired file(s) left out, 2 pair(s) used")
+    assert "extra.png" in note and "only_retouched.jpg" in note and "--strict-pairs" in note
+    many = unpaired_note([Path(f"f{i}.png") for i in range(9)], 3)
+    assert "f4.png, ..." in many and "f5.png" not in many  # the first few names, not all of them
+    with pytest.raises(DataError, match="extra.png: no matching file"):
+        file_sources(original, retouch)  # strict, as the library call has always been
+
+
+def test_folders_where_nothing_pairs_are_refused_even_when_lenient(tmp_path, pair_dirs):
+    original, retouch = pair_dirs
+    for path in retouch.iterdir():
+        path.rename(path.with_name("other_" + path.name))
+    with pytest.raises(DataError, match="no matching file in"):
+        match_pairs(original, retouch, strict=False)
+    (original / "img_0.jpg").write_bytes(b"x")
+    with pytest.raises(DataError, match="two files share the name 'img_0'"):
+        match_pairs(original, retouch, strict=False)
+
+
+def test_16bit_pairs_are_read_at_full_precision(tmp_path, pair_dirs, gradient):
+    original, retouch = pair_dirs
+    source = gradient(64, 64, seed=1)
+    target = source.copy()
+    target[16:40, 20:44] += 0.05  # a local edit
+    save_image(original / "deep.png", source, bit_depth=16)
+    save_image(retouch / "deep.png", target, bit_depth=16)
+    assert image_bit_depth(original / "deep.png") == 16
+    sources = {s.name: s for s in file_sources(original, retouch)}
+    # One 16-bit file makes every pair float32, so a batch never mixes dtypes.
+    assert all(s.full_precision for s in sources.values())
+    image, gt = sources["deep"].load()
+    assert image.dtype == np.float32
+    np.testing.assert_allclose(image, source, atol=1 / 65535)
+    # Sub-8-bit detail survives: an 8-bit read is off by up to half a level, the 16-bit one by 1/65535.
+    assert np.abs(read_image(original / "deep.png").astype(np.float32) / 255 - source).max() > 1 / 1024
+    eight_bit_pair = sources["img_0"].load()[0]
+    np.testing.assert_array_equal(eight_bit_pair, read_image(original / "img_0.png").astype(np.float32) / 255)
+    ds = PatchDataset(list(sources.values()), patch_size=32, stride=32, pad_small=True)
+    deep_index = list(sources).index("deep")
+    item = ds[ds.groups[deep_index][0]]
+    inputs, targets, mask = to_model(item)
+    assert inputs.dtype == torch.float32
+    np.testing.assert_allclose(inputs.permute(1, 2, 0).numpy(), source[:32, :32], atol=1 / 65535)
+    assert mask.max() > 0.5  # the GT mask (8-bit levels) finds the edit

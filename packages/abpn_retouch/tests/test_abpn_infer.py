@@ -106,3 +106,64 @@ def test_infer_folder_with_a_corrupt_file_writes_the_rest_and_fails(tmp_path, pa
     assert [p.name for p in out.iterdir()] == ["img_1.png"]
     assert f"error: {bad}: unreadable or truncated image" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: 1 of 2 images failed (img_0.png); 1 written"
+
+
+def _infer(*args: str) -> list:
+    from abpn_retouch.infer import build_parser, run
+
+    return run(build_parser().parse_args([*args, "--tile-size", "64", "--overlap", "16", "--device", "cpu"]))
+
+
+def test_16bit_in_gives_16bit_out_computed_from_every_bit(tmp_path, gradient):
+    from shared.images import image_bit_depth, read_image, save_image
+
+    model, ckpt = _checkpoint(tmp_path)  # perturbed: not the identity, so the model's arithmetic shows
+    model.eval()
+    source = gradient(96, 112, seed=2)
+    deep = save_image(tmp_path / "deep.png", source, bit_depth=16)
+    shallow = save_image(tmp_path / "shallow.png", source)  # the same photo as an 8-bit copy
+    _infer("--checkpoint", str(ckpt), "--input", str(deep), "--output", str(tmp_path / "deep_out.png"))
+    _infer("--checkpoint", str(ckpt), "--input", str(shallow), "--output", str(tmp_path / "shallow_out.png"))
+    assert image_bit_depth(tmp_path / "deep_out.png") == 16
+    assert image_bit_depth(tmp_path / "shallow_out.png") == 8
+    out16 = read_image(tmp_path / "deep_out.png", dtype="float32")
+    out8 = read_image(tmp_path / "shallow_out.png", dtype="float32")
+    reference, _ = retouch(model, read_image(deep, dtype="float32"), tile_size=64, overlap=16)
+    reference = reference.permute(1, 2, 0).numpy()
+    err16, err8 = np.abs(out16 - reference).max(), np.abs(out8 - reference).max()
+    assert err16 <= 1 / 65535, f"the 16-bit run is the full-precision result to 1 level of 65535, off by {err16}"
+    assert err8 > 50 * err16 and err8 > 1 / 1024, (
+        f"the 8-bit copy's result loses the sub-8-bit detail: off by {err8 * 255:.2f} 8-bit levels, "
+        f"the 16-bit run's by {err16 * 65535:.2f} 16-bit levels")
+    assert len(np.unique(out16[..., 0])) > 4 * len(np.unique(out8[..., 0]))  # a smooth ramp, not steps
+
+
+def test_conversions_are_said_once_per_inference_job(tmp_path, pair_dirs, capsys):
+    from PIL import Image
+
+    _, ckpt = _checkpoint(tmp_path, perturb=False)
+    original, _ = pair_dirs
+    for name in ("img_0", "img_1"):
+        Image.open(original / f"{name}.png").convert("L").save(original / f"{name}.png")
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(original / "colour.png")
+    written = _infer("--checkpoint", str(ckpt), "--input", str(original), "--output", str(tmp_path / "out"))
+    assert len(written) == 3 and all(Image.open(p).mode == "RGB" for p in written)
+    err = capsys.readouterr().err
+    line = f"note: grayscale images read as RGB: 2 of 3 (first: {original / 'img_0.png'})"
+    assert err.count("grayscale images read as RGB") == 1 and line in err, err
+
+
+def test_evaluate_scores_16bit_pairs_at_full_precision(tmp_path, gradient):
+    from abpn_retouch.evaluate import build_parser, evaluate
+    from shared.images import save_image
+
+    _, ckpt = _checkpoint(tmp_path, perturb=False)
+    original, retouched = tmp_path / "original", tmp_path / "retouch"
+    source = gradient(64, 64, seed=4)
+    save_image(original / "deep.png", source, bit_depth=16)
+    save_image(retouched / "deep.png", source + 0.001, bit_depth=16)  # a quarter of an 8-bit level everywhere
+    data = evaluate(build_parser().parse_args([
+        "--checkpoint", str(ckpt), "--image-dir", str(original), "--gt-dir", str(retouched),
+        "--output", str(tmp_path / "m.json"), "--tile-size", "64", "--overlap", "16", "--device", "cpu"]))
+    # 20·log10(1 / 0.001) = 60 dB; 8-bit reads would see 0 or 1 level of difference, not 0.001.
+    assert data["mean"]["psnr_input"] == pytest.approx(60.0, abs=0.05)

@@ -146,6 +146,41 @@ def test_time_budget_validates_the_final_weights(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "latest.pth")["global_step"] == 1
 
 
+def test_trainer_uses_the_pairs_and_says_once_what_it_left_out_and_converted(tmp_path, gradient, capsys):
+    from PIL import Image
+
+    from abpn_retouch.config import parse_config
+    from abpn_retouch.data import synthetic_portrait
+    from abpn_retouch.train import split_sources, train
+    from shared.errors import DataError
+    from shared.images import save_image
+
+    original, retouch = tmp_path / "original", tmp_path / "retouch"
+    original.mkdir()
+    retouch.mkdir()
+    source = gradient(64, 64, seed=3)
+    save_image(original / "deep.png", source, bit_depth=16)
+    save_image(retouch / "deep.png", source * 0.9, bit_depth=16)
+    for i in range(2):
+        image, target = synthetic_portrait(i, 64, 64)
+        Image.fromarray(image).convert("L").save(original / f"grey_{i}.png")
+        Image.fromarray(target).save(retouch / f"grey_{i}.png")
+    Image.fromarray(image).save(original / "extra.png")  # no retouched partner
+    args = [a for a in TINY if a not in ("--synthetic", "--deterministic")]
+    common = [*args, "--image-dir", str(original), "--gt-dir", str(retouch), "--tracker", "none",
+              "--sample-save-freq", "0", "--w-perceptual", "0", "--val-fraction", "0", "--stride", "32"]
+    assert train(parse_config([*common, "--num-epochs", "1", "--max-steps", "2", "--save-dir", str(tmp_path / "r")])) == 0
+    assert load_checkpoint(tmp_path / "r" / "latest.pth")["global_step"] == 2
+    err = capsys.readouterr().err
+    assert err.count("unpaired file(s) left out") == 1
+    assert "note: 1 unpaired file(s) left out, 3 pair(s) used" in err and str(original / "extra.png") in err
+    assert err.count("grayscale images read as RGB") == 1
+    assert f"grayscale images read as RGB: 2 of 6 (first: {original / 'grey_0.png'})" in err
+    assert "16-bit" not in err  # read at full precision: nothing to say
+    with pytest.raises(DataError, match="extra.png: no matching file"):
+        split_sources(parse_config([*common, "--strict-pairs"]))
+
+
 def test_real_pairs_hold_out_a_validation_pair_and_report_coverage(tmp_path, real_data, capsys):
     from abpn_retouch.config import parse_config
     from abpn_retouch.masks import MaskRecipe
@@ -248,3 +283,28 @@ def test_sigterm_saves_latest_and_resume_finishes_the_epoch(tmp_path, run_script
     resumed = run_script("trainer.py", *args, "--resume", str(save / "latest.pth"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(save / "latest.pth")["epoch"] == 1
+
+
+# Slow (two W&B starts, about 15 s on the loaded 2-core box): shared/tests/test_tracking.py checks in CI that a
+# resume_id continues the W&B run; this is the ABPN trainer carrying the id through its checkpoint.
+@pytest.mark.slow
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    """The W&B run id is in the checkpoint; --resume logs into that run (offline, read back from disk)."""
+    pytest.importorskip("wandb")
+    from abpn_retouch.config import parse_config
+    from abpn_retouch.train import train
+    from shared.tracking import read_offline_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = [a for a in TINY if a != "--deterministic"]
+    common = [*args, "--tracker", "wandb", "--sample-save-freq", "0", "--w-perceptual", "0", "--val-fraction", "0",
+              "--num-epochs", "1", "--save-dir", str(tmp_path)]
+    assert train(parse_config([*common, "--max-steps", "2"])) == 0
+    run_id = load_checkpoint(tmp_path / "latest.pth")["tracker"]["run_id"]
+    assert train(parse_config([*common, "--resume", "auto"])) == 0
+    assert load_checkpoint(tmp_path / "latest.pth")["tracker"] == {"backend": "wandb", "run_id": run_id}
+    runs = [read_offline_wandb(folder) for folder in sorted((tmp_path / "wandb").glob("offline-run-*"))]
+    assert [run.run_id for run in runs] == [run_id, run_id]
+    steps = [[h["global_step"] for h in run.history if "train/loss" in h] for run in runs]
+    assert steps == [[1, 2], [3, 4]]
