@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import tarfile
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
+from shared.archives import Opener, archive_members, copy_member
 from shared.errors import DataError, cli_entry
 
 PAIR_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -32,25 +29,6 @@ RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".arw")
 FIVEK_ID = re.compile(r"^(a\d{4})(?:[-_.]|$)", re.IGNORECASE)
 FFHQ_ID = re.compile(r"^(\d{5})$")
 FFHQR_SPLITS = {"train": range(0, 56000), "val": range(56000, 63000), "test": range(63000, 70000)}
-
-Opener = Callable[[], BinaryIO]
-
-
-def archive_members(source: Path) -> list[tuple[str, Opener]]:
-    """``(posix name, opener)`` of every file in a folder, a zip or a tar archive (any compression)."""
-    if not source.exists():
-        raise DataError(f"{source}: not found")
-    if source.is_dir():
-        return [(p.relative_to(source).as_posix(), lambda p=p: p.open("rb"))
-                for p in sorted(source.rglob("*")) if p.is_file()]
-    # The archive stays open for the openers returned; a prepare run is one short process.
-    if zipfile.is_zipfile(source):
-        archive = zipfile.ZipFile(source)  # noqa: SIM115
-        return [(i.filename, lambda i=i: archive.open(i)) for i in archive.infolist() if not i.is_dir()]
-    if tarfile.is_tarfile(source):
-        archive = tarfile.open(source)  # noqa: SIM115
-        return [(i.name, lambda i=i: archive.extractfile(i)) for i in archive.getmembers() if i.isfile()]
-    raise DataError(f"{source}: not a folder, a zip or a tar archive")
 
 
 def _index(sources: Sequence[Path], key: Callable[[str], str | None]) -> dict[str, tuple[str, Opener]]:
@@ -75,12 +53,6 @@ def _index(sources: Sequence[Path], key: Callable[[str], str | None]) -> dict[st
     return index
 
 
-def _copy(opener: Opener, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with opener() as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
-
-
 def prepare_pairs(inputs: Sequence[Path], targets: Sequence[Path], out: str | Path,
                   key: Callable[[str], str | None], what: str) -> tuple[int, list[str]]:
     """Copy every key found in both ``inputs`` and ``targets`` to ``out/original`` and ``out/retouch``.
@@ -98,8 +70,8 @@ def prepare_pairs(inputs: Sequence[Path], targets: Sequence[Path], out: str | Pa
         if folder.is_dir() and any(folder.iterdir()):
             raise DataError(f"{folder}: already holds files; choose an empty --out")
     for k in paired:
-        _copy(first[k][1], out / "original" / f"{k}{first[k][0]}")
-        _copy(second[k][1], out / "retouch" / f"{k}{second[k][0]}")
+        copy_member(first[k][1], out / "original" / f"{k}{first[k][0]}")
+        copy_member(second[k][1], out / "retouch" / f"{k}{second[k][0]}")
     return len(paired), sorted(first.keys() ^ second.keys())
 
 

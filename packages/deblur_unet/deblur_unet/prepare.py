@@ -14,43 +14,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import tarfile
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
+from shared.archives import Opener, archive_members, copy_member
 from shared.errors import DataError, cli_entry
 
 # <anything>/train|test/<sequence>/blur|blur_gamma|sharp/<frame>.png, as in GOPRO_Large.
 MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/(blur|blur_gamma|sharp)/([^/]+\.png)$", re.IGNORECASE)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-Opener = Callable[[], BinaryIO]
-
-
-def archive_members(source: Path) -> list[tuple[str, Opener]]:
-    """``(posix name, opener)`` of every file in a folder, a zip or a tar archive (any compression)."""
-    if not source.exists():
-        raise DataError(f"{source}: not found")
-    if source.is_dir():
-        return [(p.relative_to(source).as_posix(), lambda p=p: p.open("rb"))
-                for p in sorted(source.rglob("*")) if p.is_file()]
-    # The archive stays open for the openers returned; a prepare run is one short process.
-    if zipfile.is_zipfile(source):
-        archive = zipfile.ZipFile(source)  # noqa: SIM115
-        return [(i.filename, lambda i=i: archive.open(i)) for i in archive.infolist() if not i.is_dir()]
-    if tarfile.is_tarfile(source):
-        archive = tarfile.open(source)  # noqa: SIM115
-        return [(i.name, lambda i=i: archive.extractfile(i)) for i in archive.getmembers() if i.isfile()]
-    raise DataError(f"{source}: not a folder, a zip or a tar archive")
-
-
-def _copy(opener: Opener, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with opener() as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
 
 
 def prepare_gopro(source: str | Path, out: str | Path, blur_folder: str = "blur") -> dict[str, int]:
@@ -85,8 +57,8 @@ def prepare_gopro(source: str | Path, out: str | Path, blur_folder: str = "blur"
     counts: dict[str, int] = {}
     for (split, sequence, frame), kinds in sorted(found.items()):
         unique = f"{sequence}_{frame}"
-        _copy(kinds["blur"], out / split / "blur" / unique)
-        _copy(kinds["sharp"], out / split / "sharp" / unique)
+        copy_member(kinds["blur"], out / split / "blur" / unique)
+        copy_member(kinds["sharp"], out / split / "sharp" / unique)
         counts[split] = counts.get(split, 0) + 1
     return counts
 

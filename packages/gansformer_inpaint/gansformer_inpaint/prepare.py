@@ -14,40 +14,18 @@ black on white are turned around with ``--invert-masks``.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tarfile
 import tempfile
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from shared.archives import Opener, archive_members, read_member_image
 from shared.errors import DataError, cli_entry
-from shared.images import read_image, save_image
+from shared.images import save_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-Opener = Callable[[], BinaryIO]
-
-
-def archive_members(source: Path) -> list[tuple[str, Opener]]:
-    """``(posix name, opener)`` of every file in a folder, a zip or a tar archive (any compression)."""
-    if not source.exists():
-        raise DataError(f"{source}: not found")
-    if source.is_dir():
-        return [(p.relative_to(source).as_posix(), lambda p=p: p.open("rb"))
-                for p in sorted(source.rglob("*")) if p.is_file()]
-    # The archive stays open for the openers returned; a prepare run is one short process.
-    if zipfile.is_zipfile(source):
-        archive = zipfile.ZipFile(source)  # noqa: SIM115
-        return [(i.filename, lambda i=i: archive.open(i)) for i in archive.infolist() if not i.is_dir()]
-    if tarfile.is_tarfile(source):
-        archive = tarfile.open(source)  # noqa: SIM115
-        return [(i.name, lambda i=i: archive.extractfile(i)) for i in archive.getmembers() if i.isfile()]
-    raise DataError(f"{source}: not a folder, a zip or a tar archive")
 
 
 def _images(source: Path) -> list[tuple[str, Opener]]:
@@ -57,19 +35,6 @@ def _images(source: Path) -> list[tuple[str, Opener]]:
     if not found:
         raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     return found
-
-
-def _decode(name: str, opener: Opener, scratch: Path, mode: str) -> np.ndarray:
-    """Decode one member through the shared reader (its guards name the file) via a scratch copy."""
-    local = scratch / PurePosixPath(name).name
-    with opener() as src, local.open("wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
-    try:
-        return read_image(local, mode=mode)
-    except DataError as exc:
-        raise DataError(str(exc).replace(str(local), name)) from None
-    finally:
-        local.unlink(missing_ok=True)
 
 
 def square(image: np.ndarray, size: int, resample: int) -> np.ndarray:
@@ -101,9 +66,9 @@ def prepare_celebahq(images: str | Path, masks: str | Path, out: str | Path, siz
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         for i, ((name, opener), stem) in enumerate(zip(faces, stems, strict=True)):
-            face = square(_decode(name, opener, scratch, "RGB"), size, Image.Resampling.LANCZOS)
+            face = square(read_member_image(name, opener, scratch, "RGB"), size, Image.Resampling.LANCZOS)
             mask_name, mask_opener = holes[order[i % len(holes)]]
-            mask = square(_decode(mask_name, mask_opener, scratch, "L"), size, Image.Resampling.NEAREST) >= 128
+            mask = square(read_member_image(mask_name, mask_opener, scratch, "L"), size, Image.Resampling.NEAREST) >= 128
             hole = ~mask if invert_masks else mask
             if not hole.any():
                 raise DataError(f"{mask_name}: no hole at {size}x{size} (255 = hole; black holes need --invert-masks)")

@@ -16,53 +16,19 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import tarfile
 import tempfile
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 import numpy as np
 
+from shared.archives import Opener, archive_members, read_member_image
 from shared.errors import DataError, cli_entry
-from shared.images import read_image, save_image
+from shared.images import save_image
 
 # <Asset>_<anything>_<Map>.<ext>; the asset id is what ambientCG's site and licence lines name.
 MAP_FILE = re.compile(r"^([A-Za-z0-9]+)_.*_(Color|Roughness|Metalness|NormalGL|NormalDX)\.(png|jpe?g)$",
                       re.IGNORECASE)
-
-Opener = Callable[[], BinaryIO]
-
-
-def archive_members(source: Path) -> list[tuple[str, Opener]]:
-    """``(posix name, opener)`` of every file in a folder, a zip or a tar archive (any compression)."""
-    if not source.exists():
-        raise DataError(f"{source}: not found")
-    if source.is_dir():
-        return [(p.relative_to(source).as_posix(), lambda p=p: p.open("rb"))
-                for p in sorted(source.rglob("*")) if p.is_file()]
-    # The archive stays open for the openers returned; a prepare run is one short process.
-    if zipfile.is_zipfile(source):
-        archive = zipfile.ZipFile(source)  # noqa: SIM115
-        return [(i.filename, lambda i=i: archive.open(i)) for i in archive.infolist() if not i.is_dir()]
-    if tarfile.is_tarfile(source):
-        archive = tarfile.open(source)  # noqa: SIM115
-        return [(i.name, lambda i=i: archive.extractfile(i)) for i in archive.getmembers() if i.isfile()]
-    raise DataError(f"{source}: not a folder, a zip or a tar archive")
-
-
-def _decode(name: str, opener: Opener, scratch: Path, mode: str) -> np.ndarray:
-    local = scratch / PurePosixPath(name).name
-    with opener() as src, local.open("wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
-    try:
-        return read_image(local, mode=mode)
-    except DataError as exc:
-        raise DataError(str(exc).replace(str(local), name)) from None
-    finally:
-        local.unlink(missing_ok=True)
 
 
 def prepare_ambientcg(sources: Sequence[str | Path], out: str | Path) -> list[str]:
@@ -93,15 +59,15 @@ def prepare_ambientcg(sources: Sequence[str | Path], out: str | Path) -> list[st
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         for asset, maps in sorted(materials.items()):
-            albedo = _decode(*maps["color"], scratch, "RGB")
-            rough = _decode(*maps["roughness"], scratch, "L")
+            albedo = read_member_image(*maps["color"], scratch, "RGB")
+            rough = read_member_image(*maps["roughness"], scratch, "L")
             if "normalgl" in maps:
-                normal = _decode(*maps["normalgl"], scratch, "RGB")
+                normal = read_member_image(*maps["normalgl"], scratch, "RGB")
             else:  # DirectX stores +Y down: the OpenGL map has the green channel mirrored
-                normal = _decode(*maps["normaldx"], scratch, "RGB")
+                normal = read_member_image(*maps["normaldx"], scratch, "RGB")
                 normal[..., 1] = 255 - normal[..., 1]
             if "metalness" in maps:
-                metal = _decode(*maps["metalness"], scratch, "L")
+                metal = read_member_image(*maps["metalness"], scratch, "L")
             else:
                 print(f"{asset}: no metalness map, a dielectric: metallic.png is 0")
                 metal = np.zeros(albedo.shape[:2], np.uint8)
