@@ -42,6 +42,7 @@ class Entry:
     checkpoint_flag: str = "--checkpoint-dir"
     epochs_flag: str = "--epochs"
     resume_flag: str = "--resume"
+    workers_flag: str = "--num-workers"  # DataLoader worker processes
     epochs: int = 3
     marks: list = field(default_factory=list)
     # Flags that make every step diverge (given the checkpoint folder, for files they need).
@@ -55,7 +56,13 @@ class Entry:
 
     @property
     def cwd(self) -> Path:
+        """The package folder, where ``script`` runs as the README shows it; tests run ``script_path`` from a
+        temporary folder instead, so that nothing a user left in the package folder changes the outcome."""
         return PACKAGES / self.package
+
+    @property
+    def script_path(self) -> Path:
+        return PACKAGES / self.package / self.script
 
     def command_args(self, ckpt: Path, epochs: int | None = None, extra: list[str] = ()) -> list[str]:
         """Script arguments (without the interpreter and script) for a run writing to ``ckpt``."""
@@ -89,7 +96,7 @@ ENTRIES = [
     Entry("gansformer_inpaint", "main.py",
           ["--synthetic", "--synthetic-size", "4", "--batch-size", "2", "--img-size", "32", "--base-channels", "8",
            "--latent-dim", "32", "--no-wandb", "--workers", "0", "--seed", "7", "--deterministic", "--device", "cpu"],
-          marks=SLOW, diverge=_lr("--lr"), more_steps=["--synthetic-size", "24"]),
+          workers_flag="--workers", marks=SLOW, diverge=_lr("--lr"), more_steps=["--synthetic-size", "24"]),
     Entry("neuropbr", "train.py",
           ["--config", "quick_test", "--synthetic", "--synthetic-samples", "4", "--image-size", "32",
            "--batch-size", "2", "--tracker", "none", "--num-workers", "0", "--seed", "7", "--deterministic",
@@ -113,11 +120,14 @@ def environment() -> dict[str, str]:
 def run(entry: Entry, ckpt: Path, extra: list[str] = (), background: bool = False, epochs: int | None = None,
         check: bool = True):
     """Run ``entry`` once in a subprocess; returns the CompletedProcess (or the Popen when ``background``)."""
-    command = [sys.executable, entry.script, *entry.command_args(ckpt, epochs, list(extra))]
+    command = [sys.executable, str(entry.script_path), *entry.command_args(ckpt, epochs, list(extra))]
+    # Run beside the checkpoint folder (a test's tmp_path), never in the package folder: relative defaults
+    # (configs/, runs/, mlruns/) then neither read nor write what a user keeps there.
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     if background:
-        return subprocess.Popen(command, cwd=entry.cwd, env=environment(), stdout=subprocess.DEVNULL,
+        return subprocess.Popen(command, cwd=ckpt.parent, env=environment(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-    proc = subprocess.run(command, cwd=entry.cwd, env=environment(), capture_output=True, text=True,
+    proc = subprocess.run(command, cwd=ckpt.parent, env=environment(), capture_output=True, text=True,
                           timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -143,3 +153,19 @@ def nonfinite(state: dict) -> list[str]:
     return [key for key, value in tensors(state["state"]).items()
             if isinstance(value, torch.Tensor) and value.is_floating_point()
             and not torch.isfinite(value).all()]
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """The checkpoints ``a`` and ``b`` hold the same epoch, step and training state, bit for bit."""
+    from shared.checkpoint import load_checkpoint
+
+    first, second = load_checkpoint(a), load_checkpoint(b)
+    assert first["epoch"] == second["epoch"] and first["global_step"] == second["global_step"]
+    flat_a, flat_b = tensors(first["state"]), tensors(second["state"])
+    assert flat_a.keys() == flat_b.keys()
+    for key, value in flat_a.items():
+        other = flat_b[key]
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other), f"{key} differs after resume"
+        else:
+            assert value == other, f"{key}: {value} != {other}"

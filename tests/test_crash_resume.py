@@ -14,24 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.entry_points import Entry, params, run, tensors
-
-
-def _assert_same_training_state(a: Path, b: Path) -> None:
-    from shared.checkpoint import load_checkpoint
-
-    first, second = load_checkpoint(a), load_checkpoint(b)
-    assert first["epoch"] == second["epoch"] and first["global_step"] == second["global_step"]
-    flat_a, flat_b = tensors(first["state"]), tensors(second["state"])
-    assert flat_a.keys() == flat_b.keys()
-    for key, value in flat_a.items():
-        other = flat_b[key]
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, other), f"{key} differs after resume"
-        else:
-            assert value == other, f"{key}: {value} != {other}"
+from tests.entry_points import Entry, assert_same_training_state, params, run
 
 
 @pytest.mark.parametrize("entry", params())
@@ -52,4 +36,4 @@ def test_sigkill_then_resume_matches_uninterrupted_run(entry: Entry, tmp_path: P
     proc.wait()
 
     run(entry, killed, [entry.resume_flag, str(killed / "latest.pth")])
-    _assert_same_training_state(straight / "latest.pth", killed / "latest.pth")
+    assert_same_training_state(straight / "latest.pth", killed / "latest.pth")

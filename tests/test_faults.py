@@ -8,7 +8,7 @@
   resume from that file completes. torchrun itself exits 1 whatever its workers return (see
   ``shared/shared/preemption.py``).
 
-deblur_unet's variants run in CI; the others are ``slow``.
+The divergence test of deblur_unet runs in CI; every other case is ``slow``.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def test_diverging_run_stops_with_one_line_and_a_finite_checkpoint(entry: Entry,
 # ------------------------------------------------------------------------------ preemption, torchrun
 def _torchrun(entry: Entry, ckpt: Path, record: Path, log: Path, extra: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(WORKER), str(record), entry.script, *entry.command_args(ckpt, epochs=1000, extra=extra)]
+               str(WORKER), str(record), str(entry.script_path), *entry.command_args(ckpt, epochs=1000, extra=extra)]
     with log.open("w") as out:
-        return subprocess.Popen(command, cwd=entry.cwd, env=environment(), stdout=out,
+        return subprocess.Popen(command, cwd=ckpt.parent, env=environment(), stdout=out,
                                 stderr=subprocess.STDOUT)
 
 

@@ -10,6 +10,13 @@ as torchrun would (``__main__``, its folder first on ``sys.path``) and writes in
   the step counters inside the checkpoint left behind;
 * ``rank<R>.exit`` — the status the script exited with. torchrun reports neither a worker's status
   after it forwarded a signal nor which rank wrote what; a worker killed by a signal writes no status.
+
+It also runs a script outside torchrun (as rank 0). With ``RECORD_PAUSE_AFTER=PATH`` (and
+``RECORD_PAUSE_STEPS=K``, default 3) the worker of rank ``RECORD_PAUSE_RANK`` (default 0) holds still
+inside its K-th optimizer step after PATH appeared: it writes ``paused`` (``<rank> <pid>``) and waits
+for a file ``go`` in RECORD_DIR (at most 120 s). A test then signals or kills it at a known point, mid-epoch
+when PATH is the first epoch's ``latest.pth``, instead of at whatever moment a timer gives. Once per
+RECORD_DIR: a worker that torchrun restarts finds ``paused`` and runs through.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import time
 from pathlib import Path
 
 
@@ -42,10 +50,28 @@ def main() -> None:
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     steps = 0
+    pause_after = os.environ.get("RECORD_PAUSE_AFTER")
+    pause_steps = int(os.environ.get("RECORD_PAUSE_STEPS", "3"))
+    paused = record_dir / "paused"
+    pausing = (pause_after is not None and rank == os.environ.get("RECORD_PAUSE_RANK", "0")
+               and not paused.exists())
+    seen = 0  # optimizer steps since pause_after appeared
 
     def count_step(_optimizer, _args, _kwargs) -> None:
-        nonlocal steps
+        nonlocal steps, seen, pausing
         steps += 1
+        if not pausing or (seen == 0 and not Path(pause_after).exists()):
+            return
+        seen += 1
+        if seen == pause_steps:
+            pausing = False
+            partial = record_dir / "paused.part"  # renamed: a reader never sees it half written
+            partial.write_text(f"{rank} {os.getpid()}")
+            partial.replace(paused)
+            deadline = time.monotonic() + 120
+            # A signal arriving here is handled by the script's handler, inside this step.
+            while not (record_dir / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     register_optimizer_step_post_hook(count_step)
 
