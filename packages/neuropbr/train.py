@@ -9,9 +9,9 @@ Usage (from this folder)::
     # resume
     uv run --package neuropbr train.py --resume checkpoints/checkpoint_epoch_0050.pth
     # two GPUs (DDP)
-    torchrun --nproc_per_node 2 train.py --input-dir ./data/input --output-dir ./data/output
+    uv run --package neuropbr torchrun --nproc_per_node 2 train.py --input-dir ./data/input --output-dir ./data/output
 
-Every flag: ``python train.py --help`` or the README.
+Every flag: ``uv run --package neuropbr train.py --help`` or the README.
 """
 
 from neuropbr.train import (  # re-exported: ``from train import MultiViewPBRGenerator``

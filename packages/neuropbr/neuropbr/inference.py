@@ -1,6 +1,7 @@
 """Load a trained generator from any checkpoint form and run it with the training preprocessing.
 
-Used by ``run_inference.py``, ``evaluate.py`` and the student pipeline's ``teacher_infer.py``.
+The one teacher loader: ``run_inference.py``, ``evaluate.py`` and the student pipeline's
+``teacher_infer.py`` all load through :func:`load_generator`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ from neuropbr.train_config import TrainConfig
 from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.tiling import tiled_forward
 
+STUDENT_KIND = "neuropbr_student"
+
 
 def generator_state(ckpt: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The generator weights of a training checkpoint or of an exported ``{'config', 'model_state_dict'}``."""
+    if ckpt.get("kind") == STUDENT_KIND:
+        raise CheckpointError(f"{source}: this is a student checkpoint; the teacher's is needed here "
+                              "(best_model.pth or latest.pth of train.py)")
     for key in ("generator_state_dict", "model_state_dict"):
         if key in ckpt:
             return ckpt[key]
     nested = ckpt.get("state", {})
-    if "generator" in nested:
+    if isinstance(nested, Mapping) and "generator" in nested:
         return nested["generator"]
     raise CheckpointError(f"{source}: no generator weights (expected 'generator_state_dict', 'model_state_dict' "
                           "or a neuropbr training checkpoint)")
@@ -36,12 +42,12 @@ def load_generator(checkpoint: str | os.PathLike, device: str | torch.device = "
                    ) -> tuple[MultiViewPBRGenerator, TrainConfig]:
     """Rebuild the generator from the config stored in ``checkpoint`` and load its weights (eval mode)."""
     ckpt = load_checkpoint(checkpoint)
+    state = generator_state(ckpt, str(checkpoint))
     if not ckpt.get("config"):
         raise CheckpointError(f"{checkpoint}: checkpoint holds no 'config'; it was not written by neuropbr")
     cfg = TrainConfig.from_dict(ckpt["config"])
     cfg.model.pretrained_path = None  # the weights come from the checkpoint; no encoder file needed
     model = MultiViewPBRGenerator(cfg, quiet=True)
-    state = generator_state(ckpt, str(checkpoint))
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
     try:
         model.load_state_dict(state)

@@ -9,7 +9,6 @@ shards already complete, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,65 +16,29 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from neuropbr.inference import load_generator
 from neuropbr.shards import ShardWriter, resize_maps
 from shared.amp import PRECISIONS, autocast
-from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.device import resolve_device
 from shared.errors import ConfigError, cli_entry
 
-STUDENT_KIND = "neuropbr_student"
-
-
-def _teacher_state(ckpt: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(generator state dict, config dict) from any of the teacher's checkpoint layouts."""
-    if ckpt.get("kind") == STUDENT_KIND:
-        raise CheckpointError(f"{source}: this is a student checkpoint; teacher_infer.py needs the teacher's")
-    config = ckpt.get("config") or {}
-    if isinstance(ckpt.get("state"), dict):
-        for name in ("generator", "model"):
-            if name in ckpt["state"]:
-                return ckpt["state"][name], config
-    for key in ("generator_state_dict", "model_state_dict"):
-        if key in ckpt:
-            return ckpt[key], config
-    raise CheckpointError(f"{source}: no teacher weights found (expected state.generator, generator_state_dict "
-                          "or model_state_dict)")
-
-
-def load_teacher(path: str | os.PathLike, device: torch.device):
-    """The teacher ``MultiViewPBRGenerator`` in eval mode and its ``TrainConfig``."""
-    from neuropbr.models.generator import MultiViewPBRGenerator
-    from neuropbr.train_config import TrainConfig
-
-    ckpt = load_checkpoint(path)
-    state, config = _teacher_state(ckpt, str(path))
-    cfg = TrainConfig.from_dict(config)
-    # Weights come from the checkpoint: never look for ImageNet backbone files here.
-    if hasattr(cfg.model, "pretrained_path"):
-        cfg.model.pretrained_path = None
-    model = MultiViewPBRGenerator(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: teacher weights do not fit the stored config: {first[:300]}") from None
-    return model.to(device).eval(), cfg
-
 
 class _RealSource:
-    def __init__(self, input_dir: Path, output_dir: Path, size: int, mean, std, metadata_path=None) -> None:
-        from neuropbr.student.data import discover_samples
+    """The teacher's own dataset (every clean and dirty render) at the teacher's input size."""
 
-        self.samples = {k: d for k, d, _ in discover_samples(input_dir, output_dir, 1, metadata_path)}
-        self.size, self.mean, self.std = size, mean, std
+    def __init__(self, input_dir: Path, output_dir: Path, size: int, mean, std, metadata_path=None) -> None:
+        from neuropbr.utils.dataset import PBRDataset
+
+        self.ds = PBRDataset(input_dir, output_dir, metadata_path, transform_mean=mean, transform_std=std,
+                             image_size=size, curriculum_mode=1)
+        self.by_key = {self.ds.sample_key(i): i for i in range(len(self.ds))}
 
     def keys(self) -> list[str]:
-        return list(self.samples)
+        return list(self.by_key)
 
     def views(self, key: str) -> torch.Tensor:
-        from neuropbr.student.data import VIEW_FILES, read_views
-
-        return read_views([self.samples[key] / v for v in VIEW_FILES], self.size, self.mean, self.std)
+        i = self.by_key[key]
+        return self.ds.normalize(self.ds.load_views(i))
 
 
 class _SyntheticSource:
@@ -118,7 +81,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if args.shard_output_size is not None and args.shard_output_size < 1:
         raise ConfigError(f"--shard-output-size must be positive, got {args.shard_output_size}")
     device = resolve_device(args.device)
-    model, cfg = load_teacher(args.checkpoint, device)
+    model, cfg = load_generator(args.checkpoint, device)
     mean, std = list(cfg.transform.mean), list(cfg.transform.std)
     if args.synthetic:
         size = args.synthetic_size or cfg.data.image_size

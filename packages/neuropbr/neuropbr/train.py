@@ -1,7 +1,7 @@
 """Training of the multi-view fusion teacher: config → data → G (+ D) → checkpoints, logs, samples.
 
-Run from the package folder as ``python train.py ...`` (see the README for every flag) or through the
-``neuropbr-train`` console script.
+Run from the package folder as ``uv run --package neuropbr train.py ...`` (see the README for every
+flag) or through the ``neuropbr-train`` console script.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def resolve_config(args: argparse.Namespace, resume_state: dict | None = None) -
         if args.config:
             print(f"note: --config {args.config} ignored: resuming uses the checkpoint's config", file=sys.stderr)
         cfg = TrainConfig.from_dict(resume_state.get("config") or {})
+        # The encoder's weights are in the checkpoint (older checkpoints still name the pretrained file).
+        cfg.model.pretrained_path = None
     else:
         cfg = load_config(args.config)
     d, t = cfg.data, cfg.training
@@ -241,6 +243,11 @@ def error_heatmap(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     return torch.stack([e.clamp(0, 1), (1 - (2 * e - 1).abs()), (1 - e)])
 
 
+# Columns of the sample grid (two short lines each, so they fit above small cells).
+GRID_COLUMNS = ("view 0", "view 1", "view 2", "albedo\npred", "albedo\ngt", "rough.\npred", "rough.\ngt",
+                "metal.\npred", "metal.\ngt", "normal\npred", "normal\ngt", "error")
+
+
 def sample_rows(views: torch.Tensor, pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                 mean: torch.Tensor, std: torch.Tensor, limit: int = 4) -> list[list[torch.Tensor]]:
     """Grid rows: view 0 | 1 | 2 | albedo pred | gt | roughness pred | gt | metallic … | normal … | error."""
@@ -281,7 +288,8 @@ class Trainer:
         self.std = torch.tensor(cfg.transform.std).view(1, 3, 1, 1)
         self.ckpt_dir = Path(t.checkpoint_dir)
 
-        self.generator = MultiViewPBRGenerator(cfg).to(self.device)
+        # A resumed run's weights come from its checkpoint (no "random initialisation" note).
+        self.generator = MultiViewPBRGenerator(cfg, quiet=run is not None and run.resuming).to(self.device)
         self.use_gan = bool(cfg.model.use_gan and cfg.loss.w_gan > 0)
         self.discriminator = build_discriminator(cfg.model).to(self.device) if self.use_gan else None
         o = cfg.optimizer
@@ -461,9 +469,17 @@ class Trainer:
 
     # -- checkpoints, logs, images
 
+    def stored_config(self) -> dict[str, Any]:
+        """The config checkpoints carry: ``model.pretrained_path`` cleared, since the encoder's weights
+        are in the checkpoint and ``MultiViewPBRGenerator(ckpt['config'])`` (the spec's inline-inference
+        snippet) would otherwise need that file on every machine that loads it."""
+        config = self.cfg.to_dict()
+        config["model"]["pretrained_path"] = None
+        return config
+
     def _state(self, epoch_done: int, batch_in_epoch: int) -> dict[str, Any]:
         state = self.run.state(epoch=epoch_done, global_step=self.global_step, objects=self._stateful(),
-                               config=self.cfg.to_dict(),
+                               config=self.stored_config(),
                                extra={"batch_in_epoch": batch_in_epoch, "running": self.means.state_dict()})
         # The spec's export snippet reads these keys; torch.save stores each tensor's storage once.
         state["generator_state_dict"] = state["state"]["generator"]
@@ -482,7 +498,7 @@ class Trainer:
             return
         views, pred, target = sample
         rows = sample_rows(views, pred, target, self.mean, self.std)
-        grid = make_grid(rows)
+        grid = make_grid(rows, labels=GRID_COLUMNS)
         save_image(self.ckpt_dir / "samples" / f"epoch_{epoch_done:04d}.png", grid)
         self.tracker.log_image("val/comparison", grid, self.global_step)
         self.tracker.log_image("val/error_heatmap", make_grid([[r[-1]] for r in rows]), self.global_step)

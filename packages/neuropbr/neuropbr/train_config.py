@@ -13,12 +13,13 @@ or the path of any Python file defining ``get_config()``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shared.errors import ConfigError
 
@@ -27,10 +28,41 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
+class StrictSection:
+    """Base of the config dataclasses: assigning a name that is not one of their keys raises.
+
+    A plain dataclass takes ``cfg.training.batch_sise = 8`` and silently trains with the default, so a
+    typo in a config file would go unnoticed; here it is a :class:`ConfigError` naming the key (and the
+    closest real one).
+    """
+
+    _section: ClassVar[str] = ""
+    # Attributes that are not config keys but may be set (links between sections).
+    _internal: ClassVar[tuple[str, ...]] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        known = self.__dataclass_fields__  # type: ignore[attr-defined]
+        if name not in known and name not in self._internal and not isinstance(getattr(type(self), name, None),
+                                                                                property):
+            raise ConfigError(unknown_key_message(self, name))
+        object.__setattr__(self, name, value)
+
+
+def unknown_key_message(section: Any, name: str) -> str:
+    prefix = f"{section._section}." if section._section else ""
+    keys = [f.name for f in dataclasses.fields(section)]
+    keys += [k for k, v in vars(type(section)).items() if isinstance(v, property)]
+    close = difflib.get_close_matches(name, keys, n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    what = "key" if prefix else "section"
+    return f"config: unknown {what} '{prefix}{name}'{hint}"
+
+
 @dataclass
-class DataConfig:
+class DataConfig(StrictSection):
     """Dataset and loader settings."""
 
+    _section: ClassVar[str] = "data"
     input_dir: str | None = "./data/input"
     output_dir: str | None = "./data/output"
     # None: ``{input_dir}/render_metadata.json``.
@@ -58,9 +90,10 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(StrictSection):
     """Generator and discriminator architecture."""
 
+    _section: ClassVar[str] = "model"
     encoder_type: str = "resnet"  # resnet | unet
     encoder_backbone: str = "resnet50"  # resnet18 / 34 / 50 / 101 / 152
     encoder_in_channels: int = 3
@@ -88,6 +121,10 @@ class ModelConfig:
     # normal without going through the stage the albedo shares. Off: short runs have not shown it helps
     # (README, "Recommended recipe on real materials (CPU)").
     normal_detail_head: bool = False
+    # Activation checkpointing of the encoder, the fusion blocks, the decoder and the heads (the same
+    # outputs and gradients, about a third more compute, a fraction of the memory). None = auto: on
+    # for training steps of at least one 2048² sample's pixels per view (README, "Memory").
+    activation_checkpointing: bool | None = None
 
     use_gan: bool = True
     discriminator_type: str = "configurable"  # configurable | simple (3 layers, 70×70)
@@ -98,9 +135,10 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
+class LossConfig(StrictSection):
     """Weights of the :class:`~neuropbr.losses.losses.HybridLoss` terms."""
 
+    _section: ClassVar[str] = "loss"
     loss_type: str = "hybrid"
     w_l1: float = 1.0
     w_ssim: float = 0.3
@@ -115,9 +153,10 @@ class LossConfig:
 
 
 @dataclass
-class OptimizerConfig:
+class OptimizerConfig(StrictSection):
     """Optimizers of G and D and the learning-rate schedule (stepped per epoch)."""
 
+    _section: ClassVar[str] = "optimizer"
     g_optimizer: str = "adamw"  # adam | adamw | sgd
     g_lr: float = 2e-4
     g_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -136,9 +175,15 @@ class OptimizerConfig:
 
 
 @dataclass
-class TrainingConfig:
-    """Loop, precision, schedule, checkpoints and logging."""
+class TrainingConfig(StrictSection):
+    """Loop, precision, schedule, checkpoints and logging.
 
+    ``batch_size`` is not a key of its own: it is ``data.batch_size`` under the name the spec's
+    custom-config template uses (``cfg.training.batch_size = 8``), so either spelling sets the one value.
+    """
+
+    _section: ClassVar[str] = "training"
+    _internal: ClassVar[tuple[str, ...]] = ("_data",)
     epochs: int = 100
     device: str = "auto"
     use_amp: bool = True
@@ -168,17 +213,33 @@ class TrainingConfig:
     deterministic: bool = False
 
 
+    @property
+    def batch_size(self) -> int:
+        return self._linked_data().batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._linked_data().batch_size = value
+
+    def _linked_data(self) -> DataConfig:
+        data = self.__dict__.get("_data")
+        if data is None:
+            raise ConfigError("config: training.batch_size is data.batch_size; set it on a whole TrainConfig")
+        return data
+
+
 @dataclass
-class TransformConfig:
+class TransformConfig(StrictSection):
     """Input normalisation (targets are never normalised)."""
 
+    _section: ClassVar[str] = "transform"
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     use_imagenet_stats: bool = False
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StrictSection):
     """The whole configuration: ``data``, ``model``, ``loss``, ``optimizer``, ``training``, ``transform``."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -187,6 +248,13 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        # training.batch_size reads and writes data.batch_size: keep the link when either is replaced.
+        training, data = self.__dict__.get("training"), self.__dict__.get("data")
+        if name in ("data", "training") and isinstance(training, TrainingConfig) and data is not None:
+            object.__setattr__(training, "_data", data)
 
     def finalize(self) -> TrainConfig:
         """Resolve derived values and validate; call after every override."""

@@ -40,20 +40,56 @@ def test_presets_and_files_load(name):
     assert not cfg.model.normal_detail_head
 
 
-def test_custom_config_template(tmp_path: Path):
+# The spec's "Custom Config Template", verbatim.
+SPEC_TEMPLATE = """from train_config import TrainConfig
+
+def get_config():
+    cfg = TrainConfig()
+    cfg.model.encoder_backbone = 'resnet101'
+    cfg.model.transformer_depth = 6
+    cfg.model.use_gan = True
+
+    cfg.training.epochs = 200
+    cfg.training.batch_size = 8
+
+    cfg.loss.w_l1 = 1.0
+    cfg.loss.w_ssim = 0.5
+    cfg.loss.w_normal = 0.7
+
+    cfg.optimizer.g_lr = 1e-4
+    cfg.optimizer.d_lr = 4e-4
+    cfg.optimizer.scheduler = 'cosine'
+    return cfg
+"""
+
+
+def test_spec_custom_config_template_sets_every_value(tmp_path: Path):
     path = tmp_path / "my_config.py"
-    path.write_text(
-        "from train_config import TrainConfig\n\n"
-        "def get_config():\n"
-        "    cfg = TrainConfig()\n"
-        "    cfg.model.encoder_backbone = 'resnet101'\n"
-        "    cfg.model.transformer_depth = 6\n"
-        "    cfg.training.epochs = 200\n"
-        "    cfg.optimizer.scheduler = 'cosine'\n"
-        "    return cfg\n"
-    )
-    cfg = load_config(str(path))
-    assert cfg.model.transformer_depth == 6 and cfg.training.epochs == 200
+    path.write_text(SPEC_TEMPLATE)
+    cfg = load_config(str(path)).finalize()
+    assert cfg.model.encoder_backbone == "resnet101" and cfg.model.transformer_depth == 6
+    assert cfg.training.epochs == 200 and cfg.loss.w_ssim == 0.5 and cfg.optimizer.d_lr == 4e-4
+    # The spec's training.batch_size is the batch size the loader uses (data.batch_size), not ignored.
+    assert cfg.data.batch_size == 8 and cfg.training.batch_size == 8
+    args = build_arg_parser().parse_args(["--config", str(path), "--batch-size", "3"])
+    assert resolve_config(args).training.batch_size == 3
+    # Stored once in checkpoints, under data.
+    assert "batch_size" not in cfg.to_dict()["training"] and cfg.to_dict()["data"]["batch_size"] == 8
+
+
+def test_misspelled_config_keys_raise_with_their_name(tmp_path: Path):
+    cfg = TrainConfig()
+    with pytest.raises(ConfigError, match=r"unknown key 'training.batch_sise' \(did you mean 'training.batch_size'"):
+        cfg.training.batch_sise = 8
+    with pytest.raises(ConfigError, match="unknown key 'model.encoder_backbon'"):
+        cfg.model.encoder_backbon = "resnet18"
+    with pytest.raises(ConfigError, match="unknown section 'trainng'"):
+        cfg.trainng = None
+    assert cfg == TrainConfig()
+    path = tmp_path / "typo.py"
+    path.write_text(SPEC_TEMPLATE.replace("cfg.loss.w_ssim", "cfg.loss.w_sim"))
+    with pytest.raises(ConfigError, match=r"typo.py: get_config\(\) failed: .*unknown key 'loss.w_sim'"):
+        load_config(str(path))
 
 
 def test_bad_configs(tmp_path: Path):

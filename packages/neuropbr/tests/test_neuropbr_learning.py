@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 
 from neuropbr import train as train_mod
-from neuropbr.maps import maps_for_display
+from neuropbr.maps import decode_normal, maps_for_display
 from neuropbr.utils.dataset import PBRDataset, train_val_split
-from neuropbr.utils.make_dataset import random_crop, write_dataset_from_materials
+from neuropbr.utils.make_dataset import random_crop, scale_relief, write_dataset_from_materials
 from neuropbr.utils.synthetic import make_material
 from shared.checkpoint import load_checkpoint
-from shared.images import save_image
+from shared.errors import DataError
+from shared.images import read_image, save_image, to_tensor
 
 TINY_REAL_CONFIG = """
 from train_config import get_quick_test_config
@@ -154,3 +155,36 @@ def test_budget_stop_validates_against_mean_maps_and_keeps_best(rendered: Path, 
     assert _scalars(logs, "val/psnr_roughness_mean_maps")[1] == pytest.approx(logged["roughness"], abs=1e-3)
     assert _scalars(logs, "val/normal_angle_mean_flat_normal")[1] == pytest.approx(flat, abs=1e-2)
     assert 1 in _scalars(logs, "val/psnr_albedo")
+
+
+def test_scale_relief_scales_the_slopes_of_the_height_field():
+    normal = torch.tensor([0.6, 0.0, 0.8]).view(3, 1, 1)  # slope 0.75 along x
+    steeper = scale_relief(normal, 2.0).flatten()
+    torch.testing.assert_close(steeper, torch.tensor([1.2, 0.0, 0.8]) / (1.2**2 + 0.8**2) ** 0.5)
+    assert float(steeper[0] / steeper[2]) == pytest.approx(1.5)  # the slope doubled
+    flat = torch.tensor([0.0, 0.0, 1.0]).view(3, 1, 1)
+    torch.testing.assert_close(scale_relief(flat, 3.0), flat)  # a flat surface stays flat
+    torch.testing.assert_close(scale_relief(normal, 1.0), normal)
+
+
+def test_relief_makes_crops_steeper_and_leaves_the_whole_material_as_it_is(tmp_path):
+    materials = write_materials(tmp_path / "mat", 2)[1:]  # mat_1: a bumpy procedural material
+    plain = write_dataset_from_materials(materials, tmp_path / "plain", 16, dirty=False, seed=0, crops=3)
+    steep = write_dataset_from_materials(materials, tmp_path / "steep", 16, dirty=False, seed=0, crops=3,
+                                         relief=(3.0, 3.0))
+    assert plain == steep == json.loads((tmp_path / "steep" / "input" / "render_metadata.json").read_text())
+
+    def angle(root, name):
+        normal = decode_normal(to_tensor(read_image(root / "output" / name / "normal.png")))
+        return float(torch.rad2deg(torch.acos(normal[2].clamp(-1, 1))).mean())
+
+    assert angle(tmp_path / "steep", "mat_1") == pytest.approx(angle(tmp_path / "plain", "mat_1"))
+    for c in range(3):
+        crop = f"mat_1__c{c:03d}"
+        assert angle(tmp_path / "steep", crop) > 2.0 * angle(tmp_path / "plain", crop)
+        # The views are rendered from the steeper normals: the shading changes, not only the target.
+        view = f"input/clean/sample_{c + 1:04d}/0.png"
+        assert np.abs(read_image(tmp_path / "steep" / view, dtype="float32")
+                      - read_image(tmp_path / "plain" / view, dtype="float32")).mean() > 1e-3
+    with pytest.raises(DataError, match="relief range"):
+        write_dataset_from_materials(materials, tmp_path / "bad", 16, crops=1, relief=(2.0, 1.0))

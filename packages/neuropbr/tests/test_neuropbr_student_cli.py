@@ -190,6 +190,10 @@ def test_student_logs_at_the_global_step_and_a_step_budget_resumes_exactly(tmp_p
     # 2 steps per epoch, log_every_n_steps 10: each epoch still charts its last step.
     assert steps("val/loss") == steps("epoch") == steps("train/loss") == [2, 4]
     assert steps("samples") == [4]
+    # Rows renders | student | truth (no shards), 64-pixel cells, a first column naming the rows and a
+    # header naming the columns.
+    grid = next(metrics["samples"] for _, metrics in logged if "samples" in metrics)
+    assert grid.shape[1] == 5 * (64 + 2) + 2 and grid.shape[0] > 3 * (64 + 2) + 2
 
     assert train(args(tmp_path / "cut", "--max-steps", "3")) == 0
     state = torch.load(tmp_path / "cut" / "latest.pth", weights_only=True)

@@ -11,7 +11,7 @@ import torch
 from neuropbr.shards import ShardIndex, ShardWriter
 from neuropbr.student.config import StudentConfig, config_from_dict, load_student_config
 from neuropbr.student.convattn import PrecomputedLargeKernel
-from neuropbr.student.data import SyntheticStudentDataset, split_indices
+from neuropbr.student.data import SyntheticStudentDataset
 from neuropbr.student.factory import build_student, detect_arch, load_student
 from neuropbr.student.losses import DistillationLoss, normal_angle_loss
 from shared.errors import ConfigError, DataError
@@ -68,6 +68,13 @@ def test_config_errors(tmp_path):
         cfg.validate()
     with pytest.raises(ConfigError, match="unknown"):
         config_from_dict({"model": {"nope": 1}})
+    with pytest.raises(ConfigError, match="unknown key 'training.batch_sise'"):
+        cfg.training.batch_sise = 4
+    typo = tmp_path / "typo.py"
+    typo.write_text("from neuropbr.student.config import StudentConfig\n\n"
+                    "def get_config():\n    cfg = StudentConfig()\n    cfg.data.imge_size = 256\n    return cfg\n")
+    with pytest.raises(ConfigError, match=r"typo.py: get_config\(\) failed: .*unknown key 'data.imge_size'"):
+        load_student_config(str(typo))
 
 
 # --- models ----------------------------------------------------------------------------------------
@@ -228,14 +235,6 @@ def test_synthetic_loader_matches_shards_and_resizes(tmp_path):
     cfg.data.render_curriculum = 2  # dirty samples are not in these shards
     with pytest.raises(DataError, match="no teacher prediction"):
         SyntheticStudentDataset(cfg, num_samples=2, seed=3, shards_dir=tmp_path)
-
-
-def test_split_is_deterministic_and_grouped():
-    groups = ["m0", "m0", "m1", "m1", "m2", "m3", "m4", "m5", "m6", "m7"]
-    train, val = split_indices(groups, 0.25, seed=1)
-    assert (train, val) == split_indices(groups, 0.25, seed=1)
-    assert sorted(train + val) == list(range(10))
-    assert not {groups[i] for i in train} & {groups[i] for i in val}
 
 
 def test_load_student_detects_architecture(tmp_path):

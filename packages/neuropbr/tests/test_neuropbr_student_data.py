@@ -11,7 +11,8 @@ import torch
 from neuropbr.maps import encode_normal
 from neuropbr.shards import ShardWriter
 from neuropbr.student.config import StudentConfig
-from neuropbr.student.data import StudentDataset, discover_samples, read_maps
+from neuropbr.student.data import StudentDataset
+from neuropbr.utils.dataset import load_material, train_val_split
 from shared.errors import DataError
 from shared.images import save_image
 
@@ -42,7 +43,7 @@ def test_student_dataset_reads_pngs_and_shards(tmp_path):
     inp, out = make_layout(tmp_path)
     cfg = StudentConfig()
     cfg.data.image_size, cfg.data.output_size, cfg.data.render_curriculum = 32, 64, 1
-    keys = [k for k, _, _ in discover_samples(inp, out, 1)]
+    keys = StudentDataset(cfg, inp, out).keys
     assert keys == ["clean/sample_0000", "clean/sample_0001", "dirty/sample_0000", "dirty/sample_0001"]
     writer = ShardWriter(tmp_path / "shards", keys, 8, 48)
     normal = torch.nn.functional.normalize(torch.randn(4, 3, 48, 48), dim=1)
@@ -59,21 +60,58 @@ def test_student_dataset_reads_pngs_and_shards(tmp_path):
 
 def test_common_issues_errors(tmp_path):
     inp, out = make_layout(tmp_path, n=1, dirty=False)
+    cfg = StudentConfig()
+    cfg.data.render_curriculum = 1
+
+    def load(input_dir=inp, curriculum=1):
+        cfg.data.render_curriculum = curriculum
+        return StudentDataset(cfg, input_dir, out)
+
     with pytest.raises(DataError, match="not found"):
-        discover_samples(tmp_path / "nope", out)
+        load(tmp_path / "nope")
     meta = inp / "render_metadata.json"
     meta.write_text("{}")
-    with pytest.raises(DataError, match="KeyError sample_0000"):
-        discover_samples(inp, out)
+    with pytest.raises(DataError, match="sample 'sample_0000' is not in"):
+        load()
     meta.unlink()
     with pytest.raises(DataError, match="render_metadata.json not found"):
-        discover_samples(inp, out)
+        load()
     meta.write_text(json.dumps({"sample_0000": "material_0"}))
     with pytest.raises(DataError, match="No samples found"):
-        discover_samples(inp, out, curriculum=2)  # no dirty renders
+        load(curriculum=2)  # no dirty renders
     (out / "material_0" / "normal.png").unlink()
     with pytest.raises(DataError, match="No samples found"):
-        discover_samples(inp, out, curriculum=0)
+        load(curriculum=0)
+
+
+def test_teacher_and_student_split_by_material_alike(tmp_path):
+    """Six samples, each a crop of one of three materials: the student's loader and split are the
+    teacher's, so both hold out the same materials, and no material is on both sides."""
+    from neuropbr.data import build_dataset
+    from neuropbr.train_config import TrainConfig
+
+    inp, out = make_layout(tmp_path, n=6, size=40)
+    meta = {f"sample_{i:04d}": {"material_name": f"material_{i}", "group": f"rock_{i // 2}"} for i in range(6)}
+    (inp / "render_metadata.json").write_text(json.dumps(meta))
+    teacher_cfg = TrainConfig()
+    teacher_cfg.data.input_dir, teacher_cfg.data.output_dir = str(inp), str(out)
+    teacher_cfg.data.image_size, teacher_cfg.data.render_curriculum = 32, 1
+    teacher = build_dataset(teacher_cfg.finalize())
+    student_cfg = StudentConfig()
+    d = student_cfg.data
+    d.image_size, d.output_size, d.render_curriculum = 32, 32, 1
+    d.mean, d.std = teacher_cfg.transform.mean, teacher_cfg.transform.std
+    student = StudentDataset(student_cfg, inp, out)
+    assert student.keys == [teacher.sample_key(i) for i in range(len(teacher))]
+    assert student.group_keys == teacher.group_keys == [f"rock_{i // 2}" for i in range(6)] * 2
+    for seed in range(5):
+        split = train_val_split(teacher.group_keys, 0.34, seed)
+        assert train_val_split(student.group_keys, 0.34, seed) == split
+        train, val = split
+        assert len(val) == 4 and not {teacher.group_keys[i] for i in train} & {teacher.group_keys[i] for i in val}
+    # The same preprocessing too: identical views and targets for the same sample.
+    views, target, _ = student[3]
+    assert torch.equal(views, teacher[3][0]) and torch.equal(target, teacher[3][1])
 
 
 def test_real_materials_load_as_targets():
@@ -83,7 +121,7 @@ def test_real_materials_load_as_targets():
     if not mats:
         pytest.skip(f"no material folders in {DATA_DIR}")
     for mat in mats:
-        maps = read_maps(mat, 64)
+        maps = load_material(mat, 64)
         assert maps["albedo"].shape == (3, 64, 64) and maps["roughness"].shape == (1, 64, 64)
         assert torch.allclose(maps["normal"].norm(dim=0), torch.ones(64, 64), atol=1e-3)
         assert float(maps["normal"][2].mean()) > 0.3  # tangent-space normals point mostly out of the surface
@@ -107,7 +145,7 @@ def test_student_overfits_real_materials():
     mean, std = torch.tensor(cfg.data.mean).view(1, 3, 1, 1), torch.tensor(cfg.data.std).view(1, 3, 1, 1)
     views, targets = [], []
     for mat in mats:
-        maps = read_maps(mat, 64)
+        maps = load_material(mat, 64)
         rendered = render_views(maps, DEFAULT_SETUPS)
         views.append((torch.nn.functional.interpolate(rendered, size=(32, 32), mode="area") - mean) / std)
         targets.append(torch.cat([maps[k] for k in ("albedo", "roughness", "metallic", "normal")]))

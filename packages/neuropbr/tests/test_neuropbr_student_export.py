@@ -92,3 +92,22 @@ def test_converter_without_coremltools_says_how(monkeypatch):
 
     with pytest.raises(UserError, match="extra coreml"):
         import_coremltools()
+
+
+def test_coreml_inference_resizes_views_like_training(tmp_path):
+    """The Core ML pipeline feeds the model views resized as the student was trained on them (torch
+    bilinear with antialiasing, then 8 bits), not with another filter."""
+    import numpy as np
+
+    from neuropbr.coreml.run_inference import load_views
+    from neuropbr.utils.dataset import load_views as training_views
+    from shared.images import save_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):  # fine detail: every filter gives a different downscale
+        paths.append(save_image(tmp_path / f"{i}.png", rng.integers(0, 256, (96, 80, 3), dtype=np.uint8)))
+    fed = np.stack([np.asarray(v, dtype=np.float32) / 255.0 for v in load_views(paths, 32)])
+    trained = training_views(paths, 32).permute(0, 2, 3, 1).numpy()
+    assert fed.shape == (3, 32, 32, 3)
+    assert np.abs(fed - trained).max() <= 0.5 / 255 + 1e-6

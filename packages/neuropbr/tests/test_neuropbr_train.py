@@ -16,6 +16,7 @@ import torch
 from neuropbr import run_inference
 from neuropbr import train as train_mod
 from shared.checkpoint import load_checkpoint
+from shared.images import read_image
 from shared.sampler import EpochSampler
 from shared.tracking import read_offline_wandb
 
@@ -100,6 +101,8 @@ def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_pat
                  "samples/epoch_0002.png"):
         assert (full / name).is_file(), name
     assert list((full / "logs").glob("events.out.tfevents.*"))
+    # One validation sample: one row of 32-pixel cells (36 pixels with padding) under the column labels.
+    assert read_image(full / "samples" / "epoch_0002.png").shape[0] > 36
 
     # The same run in three pieces (2 steps per epoch): a step budget that ends exactly on epoch 1's last
     # batch, before its end-of-epoch work; one that ends inside epoch 2; then the rest.
@@ -144,8 +147,6 @@ def test_train_checkpoints_logs_and_exact_resume(tiny_config_file: Path, tmp_pat
     folder_out = tmp_path / "inf_folder"
     assert run_inference.main(["--checkpoint", str(full / "latest.pth"), "--input-dir", str(views),
                                "--out-dir", str(folder_out), "--device", "cpu", "--tile"]) == 0
-    from shared.images import read_image
-
     normal = torch.from_numpy(read_image(folder_out / "normal.png", dtype="float32")) * 2 - 1
     assert normal.shape == (32, 32, 3)
     assert torch.allclose(normal.norm(dim=-1), torch.ones(32, 32), atol=0.02)
@@ -174,6 +175,11 @@ def test_wandb_run_charts_train_and_validation_at_the_global_step(tiny_config_fi
     assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
     assert steps("train/G_loss") == steps("train/lr_d") == [2, 4]
     assert steps("train/D_loss") == [4]  # the GAN starts in epoch 2
+    # Exactly the train/* names the README lists.
+    logged = {k for h in history for k in h if k.startswith("train/")}
+    assert logged == {f"train/{k}" for k in ("G_loss", "D_loss", "gan_g", "l1_albedo", "l1_roughness", "l1_metallic",
+                                             "l1_normal", "ssim_albedo", "normal_angle_deg", "grad_norm_g",
+                                             "lr_g", "lr_d")}
 
 
 def test_train_loader_under_two_ranks_resumes_at_the_next_batch(tiny_config_file: Path, tmp_path: Path):
@@ -193,34 +199,80 @@ def test_train_loader_under_two_ranks_resumes_at_the_next_batch(tiny_config_file
     assert not shares[0] & shares[1]
 
 
-def test_spec_export_and_inline_inference_snippets(tiny_config_file: Path, tmp_path: Path):
-    ckpt = tmp_path / "ck"
-    train_mod.main(_train_args(tiny_config_file, ckpt, 1, "--tracker", "none")[1:] + ["--max-steps-per-epoch", "1"])
-    snippet = f"""
+# The spec's "Export for Inference" and "Inline Inference Example", verbatim but for `import torch`,
+# the input and the device (`.eval().cuda()` -> `.eval()`).
+SPEC_SNIPPETS = """
 import torch
-ckpt = torch.load('{ckpt}/best_model.pth')
+inputs = torch.randn(1, 3, 3, 32, 32)
+
+ckpt = torch.load('checkpoints/best_model.pth')
 state = ckpt['generator_state_dict']
 cfg = ckpt['config']
-torch.save({{'config': cfg, 'model_state_dict': state}}, '{tmp_path}/model_inference.pth')
+torch.save({'config': cfg, 'model_state_dict': state}, 'model_inference.pth')
 
 from train import MultiViewPBRGenerator
-ckpt = torch.load('{tmp_path}/model_inference.pth')
+ckpt = torch.load('model_inference.pth')
 model = MultiViewPBRGenerator(ckpt['config']).eval()
 model.load_state_dict(ckpt['model_state_dict'])
-inputs = torch.randn(1, 3, 3, 32, 32)
 with torch.no_grad():
     outputs = model(inputs)
+
 print(sorted((k, tuple(v.shape)) for k, v in outputs.items()))
 """
-    proc = subprocess.run([sys.executable, "-c", snippet], cwd=PACKAGE_DIR, capture_output=True, text=True,
-                          timeout=120, env=_env())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "('normal', (1, 3, 32, 32))" in proc.stdout
-    # The exported file also works with run_inference.
+
+
+def test_spec_export_and_inline_inference_snippets(tmp_path: Path, monkeypatch):
+    """A model trained with --pretrained loads on a machine that never saw that file."""
+    import torchvision
+
+    config = tmp_path / "resnet_config.py"
+    config.write_text(TINY_CONFIG.replace('"unet"', '"resnet"').replace("[32, 16, 16, 16]", "[32, 16, 16, 16, 16]")
+                      .replace("save_every_n_epochs = 1", "save_every_n_epochs = 0"))
+    weights = tmp_path / "resnet18_imagenet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    ckpt = tmp_path / "checkpoints"
+    assert train_mod.main(_train_args(config, ckpt, 1, "--tracker", "none", "--pretrained", str(weights),
+                                      "--max-steps-per-epoch", "1")[1:]) == 0
+    weights.unlink()
+    # In-process (a subprocess costs seconds of imports): from the run's folder, with the package folder's
+    # train.py importable as the spec's `from train import ...` expects.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(PACKAGE_DIR))
+    other_train = sys.modules.pop("train", None)  # another package's train.py imported by an earlier test
+    namespace: dict = {}
+    try:
+        exec(SPEC_SNIPPETS.replace("print(", "result = ("), namespace)
+    finally:
+        sys.modules.pop("train", None)
+        if other_train is not None:
+            sys.modules["train"] = other_train
+    assert namespace["model"].config.encoder_type == "resnet"
+    assert ("normal", (1, 3, 32, 32)) in namespace["result"]
+    # The exported file also works with run_inference, still without the weights file.
     out = tmp_path / "inf"
-    assert run_inference.main(["--checkpoint", str(tmp_path / "model_inference.pth"), "--sample-idx", "0",
-                               "--out-dir", str(out), "--device", "cpu"]) == 0
+    assert run_inference.main(["--checkpoint", "model_inference.pth", "--sample-idx", "0", "--out-dir", str(out),
+                               "--device", "cpu"]) == 0
     assert (out / "metallic.png").is_file()
+    # Resuming needs no weights file either, even from a checkpoint whose stored config still names one.
+    state = load_checkpoint(ckpt / "latest.pth")
+    assert state["config"]["model"]["pretrained_path"] is None
+    state["config"]["model"]["pretrained_path"] = str(weights)
+    args = train_mod.build_arg_parser().parse_args(["--resume", str(ckpt / "latest.pth")])
+    assert train_mod.resolve_config(args, state).model.pretrained_path is None
+
+
+def test_sample_grid_columns_are_labelled():
+    import numpy as np
+
+    from shared.images import make_grid
+
+    rows = [[torch.full((3, 24, 24), 0.5) for _ in train_mod.GRID_COLUMNS]] * 2
+    grid, plain = make_grid(rows, labels=train_mod.GRID_COLUMNS), make_grid(rows)
+    header = grid[: grid.shape[0] - plain.shape[0]]
+    assert header.shape[0] >= 11 and np.array_equal(grid[header.shape[0]:], plain)
+    step = (plain.shape[1] - 2) // len(train_mod.GRID_COLUMNS)
+    for j in range(len(train_mod.GRID_COLUMNS)):  # text (dark pixels) above every column
+        assert (header[:, 2 + j * step : (j + 1) * step] < 128).any(), train_mod.GRID_COLUMNS[j]
 
 
 def test_lightweight_has_no_discriminator(tmp_path: Path):

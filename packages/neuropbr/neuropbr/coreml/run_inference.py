@@ -1,7 +1,7 @@
 """Run a converted student on three renders and write the four PBR maps (``coreml/run_inference.py``).
 
 Pipeline, as on device: the first three images of ``--input`` (sorted by name) are resized to the
-model's input size (512), the model predicts the maps at its output size (1024 through the SR head),
+model's input size (512) with the training loader's filter, the model predicts the maps at its output size (1024 through the SR head),
 and each map is upscaled to ``--final-size`` (2048) with Lanczos and saved as a lossless PNG:
 ``albedo.png``, ``normal.png`` (RGB = (n + 1) / 2), ``roughness.png``, ``metallic.png``.
 
@@ -22,7 +22,7 @@ from PIL import Image
 
 from neuropbr.coreml.wrapper import INPUT_NAMES, OUTPUT_NAMES, DeployWrapper
 from shared.errors import ConfigError, DataError, UserError, cli_entry
-from shared.images import IMAGE_EXTENSIONS, list_images, read_image, save_image
+from shared.images import IMAGE_EXTENSIONS, list_images, save_image
 
 DEFAULT_INPUT_SIZE = 512
 
@@ -35,8 +35,17 @@ def first_three(folder: str | Path) -> list[Path]:
 
 
 def load_views(paths: list[Path], size: int) -> list[Image.Image]:
-    """RGB PIL images at ``size``² (read through shared.images: grayscale/RGBA/16-bit are converted)."""
-    return [Image.fromarray(read_image(p)).resize((size, size), Image.BICUBIC) for p in paths]
+    """RGB PIL images at ``size``², resized exactly as the student's training loader resizes renders
+    (:func:`neuropbr.utils.dataset.load_views`: torch bilinear with antialiasing), then rounded to
+    8 bits, the only form Core ML's image inputs take.
+
+    A different filter here (PIL bicubic, say) would feed the model pixels it never saw in training.
+    """
+    from neuropbr.utils.dataset import load_views as load_training_views
+
+    views = load_training_views(paths, size)  # (3, 3, S, S) in [0, 1]
+    arrays = (views.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return [Image.fromarray(a) for a in arrays]
 
 
 def _model_metadata(path: Path) -> dict[str, str]:

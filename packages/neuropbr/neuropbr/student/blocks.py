@@ -2,63 +2,32 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import ConfigError
+from shared.pretrained import TORCHVISION_FILES, load_torchvision_weights
 
 # MobileNetV3-Large feature indices whose outputs feed the decoder: strides 2, 4, 8, 16, 32.
 SKIP_INDICES = (1, 3, 6, 12, 15)
 SKIP_CHANNELS = (16, 24, 40, 112, 160)
-# torchvision's file names for MobileNetV3-Large ImageNet weights, looked up in the torch hub cache.
-HUB_WEIGHT_FILES = ("mobilenet_v3_large-8738ca79.pth", "mobilenet_v3_large-5c1a4163.pth")
-
-_warned_random_init = False
-
-
-def _find_weights(pretrained: str | None) -> Path | None:
-    if pretrained == "none":  # weights come from a student checkpoint right after
-        return None
-    if pretrained:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise ConfigError(f"{path}: MobileNetV3-Large weights file not found")
-        return path
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-    for name in HUB_WEIGHT_FILES:
-        if (hub / name).is_file():
-            return hub / name
-    return None
 
 
 def build_mobilenet_features(pretrained: str | None = None) -> nn.Sequential:
     """``torchvision`` MobileNetV3-Large ``features[:16]``; ImageNet weights from a local file when found.
 
-    Never downloads: without a file the encoder starts from random initialisation (said once).
+    ``pretrained``: a weights file, ``None`` for the torch hub cache, or ``"none"`` when the weights come
+    from a student checkpoint right after (nothing is read then). Never downloads: without a file the
+    encoder starts from random initialisation (said once).
     """
     from torchvision.models import mobilenet_v3_large
 
-    global _warned_random_init
     model = mobilenet_v3_large(weights=None)
-    path = _find_weights(pretrained)
-    if path is not None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-            raise ConfigError(f"{path}: not a readable MobileNetV3-Large weights file ({exc})") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        missing, _ = model.load_state_dict(state, strict=False)
-        if any(k.startswith("features.") for k in missing):
-            raise ConfigError(f"{path}: not MobileNetV3-Large weights ({len(missing)} encoder keys missing)")
-    elif not _warned_random_init and pretrained != "none":
-        print("note: no MobileNetV3-Large weights file found (--pretrained PATH or the torch hub cache); "
-              "the student encoder starts from random initialisation", file=sys.stderr)
-        _warned_random_init = True
+    if pretrained != "none":
+        # The classifier is dropped below, so a file with another head (or none) still fits.
+        load_torchvision_weights(model, TORCHVISION_FILES["mobilenet_v3_large"], pretrained or None,
+                                 what="MobileNetV3-Large student encoder", ignore=("classifier.",))
     return model.features[: SKIP_INDICES[-1] + 1]
 
 

@@ -10,8 +10,9 @@ import dataclasses
 import importlib.util
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from neuropbr.train_config import StrictSection
 from shared.errors import ConfigError
 
 STUDENT_ARCHS = ("mobilenetv3_vit", "mobilenetv3_convattn")
@@ -20,8 +21,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class StudentModelConfig:
+class StudentModelConfig(StrictSection):
     """Architecture of the student."""
+
+    _section: ClassVar[str] = "model"
 
     arch: str = "mobilenetv3_vit"  # or "mobilenetv3_convattn"
     pretrained: str | None = None  # local torchvision MobileNetV3-Large weights file; else hub cache / random
@@ -43,8 +46,10 @@ class StudentModelConfig:
 
 
 @dataclass
-class StudentDataConfig:
+class StudentDataConfig(StrictSection):
     """What the loader feeds the student."""
+
+    _section: ClassVar[str] = "data"
 
     image_size: int = 512  # student input side
     output_size: int = 1024  # student output side (= image_size * sr_scale)
@@ -56,7 +61,7 @@ class StudentDataConfig:
 
 
 @dataclass
-class DistillLossConfig:
+class DistillLossConfig(StrictSection):
     """loss = w_teacher * term(student, teacher) + w_gt * term(student, ground truth).
 
     term = w_albedo·L1(albedo) + w_roughness·L1(roughness) + w_metallic·L1(metallic)
@@ -71,10 +76,14 @@ class DistillLossConfig:
     w_normal_map: float = 1.0
     w_normal_angle: float = 0.5
 
+    _section: ClassVar[str] = "loss"
+
 
 @dataclass
-class StudentTrainingConfig:
+class StudentTrainingConfig(StrictSection):
     """Optimisation and bookkeeping."""
+
+    _section: ClassVar[str] = "training"
 
     epochs: int = 100
     batch_size: int = 8
@@ -93,7 +102,9 @@ class StudentTrainingConfig:
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(StrictSection):
+    """The student's whole configuration; assigning a key a section does not have raises, naming it."""
+
     name: str = "mobilenetv3_512"
     model: StudentModelConfig = field(default_factory=StudentModelConfig)
     data: StudentDataConfig = field(default_factory=StudentDataConfig)
@@ -171,7 +182,10 @@ def load_student_config(name_or_path: str) -> StudentConfig:
         raise ConfigError(f"{path}: config file failed to load: {type(exc).__name__}: {exc}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: config file defines no get_config()")
-    cfg = module.get_config()
+    try:
+        cfg = module.get_config()
+    except Exception as exc:  # noqa: BLE001 - a user's file: any failure is a config error, named in one line
+        raise ConfigError(f"{path}: get_config() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(cfg, StudentConfig):
         raise ConfigError(f"{path}: get_config() must return a StudentConfig, got {type(cfg).__name__}")
     return cfg.validate()

@@ -20,17 +20,18 @@ from tqdm import tqdm
 
 from neuropbr.maps import maps_for_display, tensor_to_maps
 from neuropbr.student.config import StudentConfig, config_from_dict, load_student_config
-from neuropbr.student.data import StudentDataset, SyntheticStudentDataset, split_indices
+from neuropbr.student.data import StudentDataset, SyntheticStudentDataset
 from neuropbr.student.factory import STUDENT_KIND, build_student
 from neuropbr.student.losses import DistillationLoss
+from neuropbr.utils.dataset import train_val_split
 from shared import distributed as dist
 from shared.amp import PRECISIONS, MixedPrecision, NonFiniteError
 from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.errors import ConfigError, cli_entry
-from shared.images import read_image, save_image_grid
+from shared.images import make_grid, read_image, save_image
 from shared.sampler import EpochSampler
-from shared.seed import seed_everything
+from shared.seed import seed_everything, seed_worker
 from shared.tracking import TRACKERS
 from shared.training import Budget, RunningMeans, TrainingRun, add_run_arguments
 
@@ -168,7 +169,8 @@ def evaluate(model, loader, loss_fn, amp, device) -> dict[str, float]:
 
 
 def save_samples(path: Path, model, dataset: Dataset, cfg: StudentConfig, device: torch.device) -> Path:
-    """Grid: the three renders; then student | teacher | ground truth maps (albedo, roughness, metallic, normal)."""
+    """Grid, rows and columns labelled: the three renders; then the student's, the teacher's (with shards)
+    and the ground-truth maps (albedo, roughness, metallic, normal)."""
     views, target, teacher = dataset[0]
     model.eval()
     with torch.no_grad():
@@ -177,11 +179,16 @@ def save_samples(path: Path, model, dataset: Dataset, cfg: StudentConfig, device
     mean = torch.tensor(cfg.data.mean).view(3, 1, 1)
     std = torch.tensor(cfg.data.std).view(3, 1, 1)
     rows = [[(v * std + mean).clamp(0, 1) for v in views]]
-    for maps in (pred, tensor_to_maps(teacher) if teacher.numel() else None, tensor_to_maps(target)):
+    names = ["renders"]
+    for name, maps in (("student", pred), ("teacher", tensor_to_maps(teacher) if teacher.numel() else None),
+                       ("truth", tensor_to_maps(target))):
         if maps is not None:
             shown = maps_for_display({k: v[None] for k, v in maps.items()})
             rows.append([shown[k][0] for k in ("albedo", "roughness", "metallic", "normal")])
-    return save_image_grid(path, rows)
+            names.append(name)
+    # The first row holds the three renders, the others the four maps: each header names both.
+    labels = ("view 0\nalbedo", "view 1\nrough.", "view 2\nmetal.", "\nnormal")
+    return save_image(path, make_grid(rows, labels=labels, row_labels=names))
 
 
 def export_student(path: Path, model, cfg: StudentConfig) -> Path:
@@ -200,7 +207,7 @@ def train(args: argparse.Namespace) -> int:
         device = resolve_device(t.device)
         ckpt_dir = Path(args.checkpoint_dir)
         dataset = build_dataset(cfg, args)
-        train_idx, val_idx = split_indices(dataset.group_keys, cfg.data.val_ratio, t.seed)
+        train_idx, val_idx = train_val_split(dataset.group_keys, cfg.data.val_ratio, t.seed)
         sampler = EpochSampler(train_idx, seed=t.seed)
 
         model = build_student(cfg).to(device)
@@ -221,7 +228,7 @@ def train(args: argparse.Namespace) -> int:
         tracker = run.open_tracker(t.tracker, args.tracker_dir or ckpt_dir / "logs", project="neuropbr-student",
                                    config=cfg.to_dict())
         loader_kw = {"batch_size": t.batch_size, "num_workers": cfg.data.num_workers,
-                     "pin_memory": device.type == "cuda", "persistent_workers": False}
+                     "pin_memory": device.type == "cuda", "persistent_workers": False, "worker_init_fn": seed_worker}
         val_loader = (DataLoader(dataset, sampler=EpochSampler(val_idx, shuffle=False), **loader_kw)
                       if val_idx else None)
 

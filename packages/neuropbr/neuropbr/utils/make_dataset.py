@@ -11,11 +11,13 @@ materials. Output::
 A handful of real materials makes a handful of samples, too few to learn from; ``crops=N`` adds N
 random crops of each material (random scale, position and flips, the normals flipped with the map),
 each its own target folder ``<material>__cNNN``, listed in the metadata with ``"group": <material>``, so the
-train/val split (by material) keeps all of a material's crops on one side.
+train/val split (by material) keeps all of a material's crops on one side. ``relief=(lo, hi)`` scales each
+crop's surface slopes by a factor drawn in that range before rendering (the height field made steeper,
+views and normal map alike), so that a few nearly flat training materials still teach normals.
 
 From the command line (the learning benchmark's real-data recipe)::
 
-    python -m neuropbr.utils.make_dataset MATERIALS_DIR ROOT --size 128 --crops 24
+    python -m neuropbr.utils.make_dataset MATERIALS_DIR ROOT --size 128 --crops 24 --relief 1 4
 """
 
 from __future__ import annotations
@@ -64,6 +66,16 @@ def random_crop(maps: dict[str, torch.Tensor], size: int, gen: torch.Generator) 
     return {k: v[0] for k, v in resize_maps({k: v[None] for k, v in out.items()}, (size, size)).items()}
 
 
+def scale_relief(normal: torch.Tensor, factor: float) -> torch.Tensor:
+    """The unit normals ``(3, H, W)`` of the same surface with its height field scaled by ``factor``.
+
+    A height field ``h`` has normal ``(-h_x, -h_y, 1)`` up to length; ``factor * h`` scales the two slope
+    components, so the tangent part is scaled and the result renormalised.
+    """
+    scaled = torch.cat([normal[:2] * factor, normal[2:3]])
+    return scaled / scaled.norm(dim=0, keepdim=True).clamp_min(1e-8)
+
+
 def _write_sample(root: Path, index: int, material: str, maps: dict[str, torch.Tensor], dirty: bool,
                   seed: int) -> str:
     name = f"sample_{index:04d}"
@@ -83,14 +95,18 @@ def _write_sample(root: Path, index: int, material: str, maps: dict[str, torch.T
 
 
 def write_dataset_from_materials(material_dirs: Sequence[Path], root: str | Path, size: int | None = None,
-                                 dirty: bool = True, seed: int = 0, crops: int = 0) -> dict[str, str | dict[str, str]]:
+                                 dirty: bool = True, seed: int = 0, crops: int = 0,
+                                 relief: tuple[float, float] = (1.0, 1.0)) -> dict[str, str | dict[str, str]]:
     """One sample per material folder (the whole material at ``size``), plus ``crops`` random crops of
-    each (needs ``size``); returns the metadata written (sample → material)."""
+    each (needs ``size``), their relief scaled by a factor drawn uniformly in ``relief``; returns the
+    metadata written (sample → material)."""
     root = Path(root)
     if not material_dirs:
         raise DataError("no material folders given")
     if crops and not size:
         raise DataError("crops need a size")
+    if not 0 < relief[0] <= relief[1]:
+        raise DataError(f"relief range must satisfy 0 < low <= high, got {relief[0]} {relief[1]}")
     metadata, index = {}, 0
     for m, folder in enumerate(material_dirs):
         name = Path(folder).name
@@ -100,7 +116,11 @@ def write_dataset_from_materials(material_dirs: Sequence[Path], root: str | Path
         index += 1
         gen = torch.Generator().manual_seed(seed * 100_003 + m)
         for c in range(crops):
-            sample = _write_sample(root, index, f"{name}__c{c:03d}", random_crop(full, size, gen), dirty, seed)
+            maps = random_crop(full, size, gen)
+            if relief != (1.0, 1.0):  # no extra draw otherwise: the default crops stay those of earlier versions
+                low, high = relief
+                maps["normal"] = scale_relief(maps["normal"], low + (high - low) * float(torch.rand(1, generator=gen)))
+            sample = _write_sample(root, index, f"{name}__c{c:03d}", maps, dirty, seed)
             # The crop's maps live in their own folder; its group is the material it was cut from.
             metadata[sample] = {"material_name": f"{name}__c{c:03d}", "group": name}
             index += 1
@@ -144,11 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("root", help="dataset root to write (input/ and output/)")
     p.add_argument("--size", type=int, default=128, help="side of the views and maps")
     p.add_argument("--crops", type=int, default=0, help="random crops per material besides the whole")
+    p.add_argument("--relief", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+                   help="scale each crop's surface slopes by a factor drawn in [LOW, HIGH] (1 1 = as the maps are)")
     p.add_argument("--dirty", action="store_true", help="also write dirty renders")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     meta = write_dataset_from_materials(material_folders(args.materials), args.root, args.size, args.dirty,
-                                        args.seed, args.crops)
+                                        args.seed, args.crops, tuple(args.relief))
     print(f"wrote {len(meta)} sample(s) to {args.root}")
     return 0
 

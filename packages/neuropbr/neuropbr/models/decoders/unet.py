@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuropbr.models.checkpointing import run_segment
 from neuropbr.models.encoders.unet import double_conv
 
 
@@ -26,12 +27,18 @@ class UNetDecoder(nn.Module):
             prev = out
         self.stages = nn.ModuleList(stages)
         self.out_channels = prev
+        # Set by the generator: rerun each stage (upsample, concatenation, double conv) during backward.
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         for stage, skip in zip(self.stages, skips, strict=True):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = stage(torch.cat([x, skip], dim=1))
+            x = run_segment(_up_cat_conv, stage, x, skip, enabled=self.checkpointing, modules=[stage])
         return x
+
+
+def _up_cat_conv(stage: nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+    return stage(torch.cat([x, skip], dim=1))
 
 
 NORMAL_DETAIL_CHANNELS = 32

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 import torchvision
 from torch import nn
 
-from shared.checkpoint import CheckpointError, load_checkpoint
+from neuropbr.models.checkpointing import run_segment
+from shared.pretrained import TORCHVISION_FILES, load_torchvision_weights
 
 _STAGE_CHANNELS = {
     "resnet18": [64, 64, 128, 256, 512],
@@ -18,8 +16,6 @@ _STAGE_CHANNELS = {
     "resnet101": [64, 256, 512, 1024, 2048],
     "resnet152": [64, 256, 512, 1024, 2048],
 }
-_warned_random_init = False
-
 
 class ResNetEncoder(nn.Module):
     """Five feature maps: stem, layer1..layer4.
@@ -38,10 +34,10 @@ class ResNetEncoder(nn.Module):
         if backbone not in _STAGE_CHANNELS:
             raise ValueError(f"unknown ResNet backbone {backbone!r}")
         net = getattr(torchvision.models, backbone)(weights=None)
-        if pretrained_path:
-            _load_pretrained(net, pretrained_path)
-        elif not quiet:
-            _say_random_init(backbone)
+        if pretrained_path or not quiet:
+            # quiet: the weights come from a checkpoint right after, so the hub cache is not read either.
+            load_torchvision_weights(net, TORCHVISION_FILES[backbone], pretrained_path or None,
+                                     what=f"{backbone} encoder", ignore=("fc.",))
         if in_channels != 3 or stride != 2:
             old = net.conv1
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=stride, padding=3, bias=False)
@@ -52,31 +48,20 @@ class ResNetEncoder(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.channels = list(_STAGE_CHANNELS[backbone])
         self.reductions = [stride * 2**i for i in range(5)]
+        # Set by the generator: rerun the stem and each residual block during backward.
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        s0 = self.stem(x)
-        s1 = self.layer1(self.pool(s0))
-        s2 = self.layer2(s1)
-        s3 = self.layer3(s2)
-        s4 = self.layer4(s3)
-        return [s0, s1, s2, s3, s4]
-
-
-def _say_random_init(backbone: str) -> None:
-    global _warned_random_init
-    if not _warned_random_init:
-        print(f"note: {backbone} encoder uses random initialisation (no pretrained weights file given; "
-              "set model.pretrained_path / --pretrained PATH to a torchvision state dict)", file=sys.stderr)
-        _warned_random_init = True
-
-
-def _load_pretrained(net: nn.Module, path: str) -> None:
-    """Load a torchvision ResNet state dict from a local file (``fc`` weights are ignored)."""
-    state = load_checkpoint(Path(path))
-    state = state.get("state_dict", state.get("model", state))
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: not weights for this ResNet ({len(missing)} missing, "
-                              f"{len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[:3]})")
+        on = self.checkpointing
+        feats = [run_segment(self.stem, x, enabled=on)]
+        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            h = feats[-1]
+            for j, block in enumerate(layer):
+                if i == 0 and j == 0:
+                    # The max-pool rides in the first block's segment: its int64 indices are as large
+                    # as the pooled map itself.
+                    h = run_segment(lambda t, b=block: b(self.pool(t)), h, enabled=on, modules=[block])
+                else:
+                    h = run_segment(block, h, enabled=on)
+            feats.append(h)
+        return feats

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neuropbr.models.checkpointing import run_segment
+
 
 def double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     """Two 3×3 conv-BN-ReLU layers: the UNet building block."""
@@ -27,10 +29,15 @@ class UNetEncoder(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.channels = list(channels)
         self.reductions = [2**i for i in range(len(channels))]
+        # Set by the generator: rerun each stage during backward.
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
         for i, stage in enumerate(self.stages):
-            x = stage(x if i == 0 else self.pool(x))
+            if i == 0:
+                x = run_segment(stage, x, enabled=self.checkpointing)
+            else:
+                x = run_segment(lambda t, s=stage: s(self.pool(t)), x, enabled=self.checkpointing, modules=[stage])
             feats.append(x)
         return feats

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from neuropbr.models.checkpointing import run_segment
 
 
 def sincos_2d(height: int, width: int, dim: int, device, dtype) -> torch.Tensor:
@@ -23,6 +27,19 @@ def sincos_2d(height: int, width: int, dim: int, device, dtype) -> torch.Tensor:
     return code.to(dtype)
 
 
+# Set by ``neuropbr.memory`` while it counts a CUDA step's memory on the CPU: the attention kernel
+# CUDA would run there. A plain module global, not a context of the forward call, because activation
+# checkpointing reruns the forward during backward, outside any context the caller set up.
+attention_kernel_override: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Softmax attention of ``(B, heads, N, head_dim)`` tensors, never materialising ``N × N`` on CUDA."""
+    if attention_kernel_override is not None:
+        return attention_kernel_override(q, k, v, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention`` (flash/memory-efficient kernels)."""
 
@@ -37,7 +54,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = attention(q, k, v, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
 
 
@@ -81,6 +98,8 @@ class CrossViewFusion(nn.Module):
         )
         self.norm = nn.LayerNorm(dim) if depth > 0 else nn.Identity()
         self.mix = nn.Sequential(nn.Conv2d(dim * num_views, dim, 1), nn.ReLU(inplace=True))
+        # Set by the generator: rerun each transformer block during backward.
+        self.checkpointing = False
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``feats``: ``(B*V, C, h, w)`` (views of one sample consecutive) → ``(B, dim, h, w)``."""
@@ -93,7 +112,7 @@ class CrossViewFusion(nn.Module):
             tokens = tokens + self.view_embed[None, :, None, :].to(x.dtype)
             tokens = tokens.reshape(b, v * h * w, self.dim)
             for block in self.blocks:
-                tokens = block(tokens)
+                tokens = run_segment(block, tokens, enabled=self.checkpointing)
             tokens = self.norm(tokens)
             x = tokens.reshape(b, v, h, w, self.dim).permute(0, 1, 4, 2, 3)
         else:
