@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFile, ImageOps, UnidentifiedImageError
 
 from shared.errors import DataError
 from shared.files import atomic_write
@@ -34,6 +34,7 @@ if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < DEFAULT_MAX_P
     Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 ORIENTATION_TAG = 0x0112
+LABEL_LINE_HEIGHT = 11  # PIL's default font is about 10 pixels high
 BITS_PER_SAMPLE_TAG = 258  # TIFF
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -353,17 +354,25 @@ def _by_stem(files: Sequence[Path]) -> dict[str, Path]:
     return found
 
 
-def make_grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]], padding: int = 2) -> np.ndarray:
+def make_grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]], padding: int = 2,
+              labels: Sequence[str] | None = None, row_labels: Sequence[str] | None = None) -> np.ndarray:
     """Tile images into one uint8 ``(H, W, 3)`` grid: ``rows[i][j]`` goes to row ``i``, column ``j``.
 
     Each cell may be a CHW tensor or HWC array, 1 or 3 channels, floats in 0..1; cells are placed at
-    the top-left of their slot, slots sized by the largest cell.
+    the top-left of their slot, slots sized by the largest cell. ``labels`` name the columns in a white
+    header (``"\n"`` breaks a label into lines), ``row_labels`` the rows in a first white column; a label
+    is clipped to its slot, so small cells show its start rather than running into the next one.
     """
     cells = [[_rgb(to_numpy_image(c)) for c in row] for row in rows]
     if not cells or not any(cells):
         raise ValueError("make_grid needs at least one image")
     cell_h = max(c.shape[0] for row in cells for c in row)
     cell_w = max(c.shape[1] for row in cells for c in row)
+    if row_labels is not None:
+        if len(row_labels) != len(cells):
+            raise ValueError(f"{len(row_labels)} row labels for {len(cells)} rows")
+        cells = [[_text_cell(cell_w, cell_h, name, padding), *row] for row, name in zip(cells, row_labels, strict=True)]
+        labels = None if labels is None else ["", *labels]
     n_cols = max(len(row) for row in cells)
     grid = np.full(((cell_h + padding) * len(cells) + padding, (cell_w + padding) * n_cols + padding, 3),
                    255, dtype=np.uint8)
@@ -371,13 +380,30 @@ def make_grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]], padding: int 
         for j, cell in enumerate(row):
             top, left = padding + i * (cell_h + padding), padding + j * (cell_w + padding)
             grid[top : top + cell.shape[0], left : left + cell.shape[1]] = cell
-    return grid
+    if not labels:
+        return grid
+    lines = max(len(label.split("\n")) for label in labels)
+    header = np.full((lines * LABEL_LINE_HEIGHT + padding, grid.shape[1], 3), 255, dtype=np.uint8)
+    for j, label in enumerate(list(labels)[:n_cols]):
+        left = padding + j * (cell_w + padding)
+        header[:, left : left + cell_w] = _text_cell(cell_w, header.shape[0], label, padding)
+    return np.concatenate([header, grid], axis=0)
 
 
 def save_image_grid(path: str | os.PathLike, rows: Sequence[Sequence[torch.Tensor | np.ndarray]],
-                    padding: int = 2) -> Path:
+                    padding: int = 2, labels: Sequence[str] | None = None,
+                    row_labels: Sequence[str] | None = None) -> Path:
     """Save :func:`make_grid` of ``rows`` (e.g. one row per sample: input | output | target | mask)."""
-    return save_image(path, make_grid(rows, padding))
+    return save_image(path, make_grid(rows, padding, labels, row_labels))
+
+
+def _text_cell(width: int, height: int, text: str, top: int) -> np.ndarray:
+    """A white ``(height, width, 3)`` cell with ``text`` in black (PIL's default font), clipped to it."""
+    cell = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(cell)
+    for k, line in enumerate(text.split("\n")):
+        draw.text((1, top + k * LABEL_LINE_HEIGHT), line, fill="black")
+    return np.asarray(cell)
 
 
 def _rgb(array: np.ndarray) -> np.ndarray:

@@ -148,6 +148,24 @@ def test_grid_layout(tmp_path):
     assert to_tensor(read_image(path)).shape == (3, 8, 16)
 
 
+def test_grid_labels_name_columns_and_rows():
+    black = torch.zeros(3, 30, 40)
+    plain = make_grid([[black, black], [black, black]])
+    grid = make_grid([[black, black], [black, black]], labels=["input", "output\nmodel"])
+    header = 2 * 11 + 2  # two lines of text and the padding
+    assert grid.shape == (plain.shape[0] + header, plain.shape[1], 3)
+    assert np.array_equal(grid[header:], plain)  # the images are where they were, below the header
+    first, second = grid[:header, 2:42], grid[:header, 44:84]
+    assert (first < 128).any() and (second < 128).any()  # text in each column's slot
+    assert not (grid[:header, 42:44] < 128).any()  # nothing drawn across the gap between slots
+    assert (second[15:24] < 128).any() and not (first[15:24] < 128).any()  # the second line is the label's own
+    named = make_grid([[black], [black]], labels=["x"], row_labels=["a", "b"])
+    assert named.shape[1] == plain.shape[1]  # a first column as wide as the cells, for the names
+    assert (named[11 + 2 + 2 : 11 + 2 + 32, 2:42] < 128).any()  # row a's name in its cell
+    with pytest.raises(ValueError, match="1 row labels for 2 rows"):
+        make_grid([[black], [black]], row_labels=["a"])
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=2048), prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM",
                                                               b"GIF89a", b"II*\x00", b"RIFF"]))

@@ -186,6 +186,9 @@ def sample_indices(dataset: PatchDataset, count: int = 4) -> list[int]:
     return firsts or [0]
 
 
+SAMPLE_COLUMNS = ("input", "output", "target", "mask (predicted)", "mask (GT)")
+
+
 @torch.no_grad()
 def save_samples(model: ABPN, dataset: PatchDataset, indices: list[int], device: torch.device,
                  path: Path) -> Path:
@@ -200,7 +203,7 @@ def save_samples(model: ABPN, dataset: PatchDataset, indices: list[int], device:
         gt_mask = F.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)
         rows.append([inputs, output[0].cpu(), targets, pred_mask[0].cpu(), gt_mask[0]])
     model.train()
-    return save_image_grid(path, rows)
+    return save_image_grid(path, rows, labels=SAMPLE_COLUMNS)
 
 
 def train(cfg: TrainConfig) -> int:

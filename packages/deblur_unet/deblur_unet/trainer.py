@@ -160,7 +160,7 @@ def save_samples(model, dataset: Dataset, path: Path, amp: MixedPrecision, devic
             output = model(blur.unsqueeze(0).to(device))[0].float().cpu()
         rows.append([to_unit_range(blur), to_unit_range(output), to_unit_range(sharp)])
     model.train()
-    return save_image_grid(path, rows)
+    return save_image_grid(path, rows, labels=("blurry input", "output", "sharp target"))
 
 
 def validate_at_stop(run: TrainingRun, manager: CheckpointManager, stopped: dict[str, Any], model, loader,

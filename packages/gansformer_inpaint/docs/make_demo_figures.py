@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from gansformer_inpaint.inference import inpaint, load_generator, read_mask
-from gansformer_inpaint.training.plot import labelled_grid, plot_curves, read_metrics
-from shared.images import read_image, save_image, to_tensor
+from gansformer_inpaint.training.plot import plot_curves, read_metrics
+from shared.images import make_grid, read_image, save_image, to_tensor
 
 TRAINING = "TRAINING IMAGES, not held out: "
 
@@ -32,8 +32,8 @@ row = [masked]
 for ckpt in (early, run_dir / "latest.pth"):
     gen, _ = load_generator(ckpt, torch.device("cpu"))
     row.append(inpaint(gen, masked, mask))
-save_image(docs / "astronaut_demo.png", labelled_grid(
-    [row + [gt]], ("masked (a training image)", "after epoch 1", "after epoch 60", "ground truth")))
+save_image(docs / "astronaut_demo.png", make_grid(
+    [row + [gt]], labels=("masked (a training image)", "after epoch 1", "after epoch 60", "ground truth")))
 print("wrote", docs / "loss_curve_demo.png", docs / "astronaut_demo.png")
 
 if len(sys.argv) > 4:  # ablation run folder: plain (non-equalised) layers at the same lr 0.002

@@ -110,9 +110,12 @@ def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | No
     return MattingDataset(train_rows, train_tf, True, seed, repeat=opts.repeat, backgrounds=backgrounds), test
 
 
+SAMPLE_COLUMNS = ("composite", "trimap", "alpha (predicted)", "alpha (GT)")
+
+
 def _io_grid(batch: MattingBatch, pred: torch.Tensor) -> np.ndarray:
     """composite | trimap | predicted alpha | GT alpha for the first sample."""
-    return make_grid([[batch.composite[0], batch.trimap[0], pred[0].clamp(0, 1), batch.alpha[0]]])
+    return make_grid([[batch.composite[0], batch.trimap[0], pred[0].clamp(0, 1), batch.alpha[0]]], labels=SAMPLE_COLUMNS)
 
 
 def run_training(cfg: Config, opts: RunOptions) -> int:
@@ -336,4 +339,4 @@ def save_sample_grid(generator, dataset, cfg: Config, device, precision, path: P
             pred = generator(torch.cat([batch.image, batch.trimap], dim=1)).float()
         rows.append([batch.composite[0], batch.trimap[0], pred[0].clamp(0, 1), batch.alpha[0]])
     generator.train()
-    save_image_grid(path, rows)
+    save_image_grid(path, rows, labels=SAMPLE_COLUMNS)

@@ -6,11 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image, ImageDraw
-
-from shared.images import make_grid
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
 
@@ -76,17 +72,3 @@ def plot_curves(records: list[dict], keys: Sequence[str], path: str | Path, titl
     return path
 
 
-def labelled_grid(rows: Sequence[Sequence[torch.Tensor | np.ndarray]], labels: Sequence[str],
-                  padding: int = 2, header: int = 14) -> np.ndarray:
-    """:func:`shared.images.make_grid` of ``rows`` under a white header row naming each column."""
-    grid = make_grid(rows, padding)
-    n_cols = max(len(row) for row in rows)
-    cell_w = (grid.shape[1] - padding) // n_cols - padding
-    img = Image.new("RGB", (grid.shape[1], grid.shape[0] + header), "white")
-    img.paste(Image.fromarray(grid), (0, header))
-    draw = ImageDraw.Draw(img)
-    for j, label in enumerate(labels):
-        text_w = draw.textlength(label)
-        left = padding + j * (cell_w + padding) + max(0.0, (cell_w - text_w) / 2)
-        draw.text((left, 1), label, fill="black")
-    return np.asarray(img)

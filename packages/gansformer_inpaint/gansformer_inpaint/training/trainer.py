@@ -19,13 +19,13 @@ from gansformer_inpaint.dataloader import InpaintingDataset, SyntheticInpainting
 from gansformer_inpaint.evaluation import hole_metrics, mean_fill
 from gansformer_inpaint.models import Discriminator, Generator
 from gansformer_inpaint.training import losses
-from gansformer_inpaint.training.plot import labelled_grid, plot_curves, read_metrics
+from gansformer_inpaint.training.plot import plot_curves, read_metrics
 from shared.amp import MixedPrecision, NonFiniteError, ensure_finite
 from shared.checkpoint import CheckpointManager, save_checkpoint
 from shared.device import resolve_device
 from shared.distributed import cleanup_distributed, init_distributed, is_main_process, wrap_ddp
 from shared.errors import ConfigError, DataError
-from shared.images import save_image
+from shared.images import make_grid, save_image
 from shared.sampler import EpochSampler
 from shared.seed import make_generator, seed_everything, seed_worker
 from shared.training import RESUME_AUTO, Budget, RunningMeans, TrainingRun
@@ -312,7 +312,7 @@ class Trainer:
         _, composed = self.gen_module(s["masked"], s["mask"])
         rows = [[(s["masked"][i] + 1) / 2, (composed[i] + 1) / 2, (s["gt"][i] + 1) / 2] for i in range(len(composed))]
         epoch = self.epoch + (self.batch_in_epoch > 0)  # a mid-epoch grid is named after its epoch
-        grid = labelled_grid(rows, SAMPLE_COLUMNS)
+        grid = make_grid(rows, labels=SAMPLE_COLUMNS)
         save_image(self.out_dir / "samples" / f"epoch_{epoch:04d}.png", grid)
         self.run.tracker.log_image("samples", grid, self.global_step)
 
