@@ -37,6 +37,7 @@ class TrainConfig:
     zero_init: bool = True
     crops_per_image: int = 1
     cache_images: bool = False
+    synthetic_blur: float = 0.0
     device: str = "auto"
     precision: str = "fp32"
     seed: int = 42
@@ -74,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"--val-patch-size must be >= 0 (0 = full images), got {self.val_patch_size}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.synthetic_blur <= 1:
+            raise ConfigError(f"--synthetic-blur must be in [0, 1], got {self.synthetic_blur}")
         if self.fft_weight < 0:
             raise ConfigError(f"--fft-weight must be >= 0, got {self.fft_weight}")
         if not 0 <= self.lr_decay_fraction <= 1:
@@ -110,6 +113,8 @@ _HELP = {
                  "(without --residual it would start at a grey image)",
     "crops_per_image": "random training crops taken from each image per epoch",
     "cache_images": "decode the training images once and keep them in memory (small datasets)",
+    "synthetic_blur": "fraction of training crops whose blurry input is replaced by the sharp crop under a random "
+                      "linear motion kernel (more blur directions and lengths than a few real frames hold); 0 = off",
     "device": "compute device",
     "precision": "autocast precision (fp16 uses a GradScaler on CUDA)",
     "seed": "seed for weights, data order, crops and augmentation",

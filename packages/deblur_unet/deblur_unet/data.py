@@ -147,7 +147,10 @@ class DeblurDataset(Dataset):
     as GoPro's ``train/`` and ``test/`` do); :meth:`from_pairs` takes a list of ``(blur, sharp)`` files.
 
     Training (``is_training=True``): one random ``patch_size`` crop per image per epoch (or
-    ``crops_per_image``), with synchronised flips and 90° rotations. Otherwise: the centre
+    ``crops_per_image``), with synchronised flips and 90° rotations; with ``synthetic_blur`` > 0, that
+    fraction of the crops gets, instead of its recorded blurry input, its sharp crop blurred by a random
+    linear motion kernel (up to ``SYNTHETIC_MAX_KERNEL`` px) plus a little noise: a few real frames hold
+    few blur directions and lengths, and the kernels add the ones they lack. Otherwise: the centre
     ``patch_size`` crop, or the full image when ``patch_size`` is 0 (then batch size 1 unless all images
     share a size).
 
@@ -161,7 +164,8 @@ class DeblurDataset(Dataset):
 
     def __init__(self, data_dir: str | os.PathLike | None, transform: Callable[[np.ndarray], Any] | None = None,
                  patch_size: int = 256, is_training: bool = True, *, pairs: Sequence[Pair] | None = None,
-                 seed: int = 0, crops_per_image: int = 1, cache: bool = False) -> None:
+                 seed: int = 0, crops_per_image: int = 1, cache: bool = False,
+                 synthetic_blur: float = 0.0) -> None:
         if pairs is None:
             if data_dir is None:
                 raise DataError("give a data folder (or pairs, through DeblurDataset.from_pairs)")
@@ -172,6 +176,8 @@ class DeblurDataset(Dataset):
             raise DataError(f"patch_size must be positive for training, got {patch_size}")
         if crops_per_image < 1:
             raise DataError(f"crops_per_image must be >= 1, got {crops_per_image}")
+        if not 0.0 <= synthetic_blur <= 1.0:
+            raise DataError(f"synthetic_blur must be in [0, 1], got {synthetic_blur}")
         self.data_dir = data_dir
         self.pairs = list(pairs)
         self.transform = transform
@@ -181,6 +187,7 @@ class DeblurDataset(Dataset):
         # A 1280×720 frame holds dozens of 128-px patches: with few frames, one crop each per epoch
         # makes epochs of a step or two, most of their time spent validating and restarting workers.
         self.crops_per_image = crops_per_image if is_training else 1
+        self.synthetic_blur = synthetic_blur if is_training else 0.0
         self.epoch = 0
         # Decoding two 1280×720 PNGs per patch costs as much as a step of a small model on a CPU.
         # Loaded here, in the main process, so that forked DataLoader workers share the arrays.
@@ -223,6 +230,9 @@ class DeblurDataset(Dataset):
             rng = np.random.default_rng((self.seed, self.epoch, index))
             blur, sharp = random_crop(blur, sharp, self.patch_size, rng)
             blur, sharp = augment(blur, sharp, rng)
+            # Drawn only when enabled, so that the crops of a run without it stay as they were.
+            if self.synthetic_blur and rng.random() < self.synthetic_blur:
+                blur = synthetic_blur_of(sharp, rng)
         elif self.patch_size:
             blur, sharp = center_crop(blur, self.patch_size), center_crop(sharp, self.patch_size)
         if self.transform is not None:
@@ -272,6 +282,22 @@ def procedural_image(size: int, rng: np.random.Generator) -> np.ndarray:
             mask = np.abs((xx - cx) * math.sin(theta) - (yy - cy) * math.cos(theta)) < rng.uniform(0.005, 0.02)
         image[mask] = colour
     return np.clip(image, 0, 1)
+
+
+SYNTHETIC_MAX_KERNEL = 25  # px: GoPro's blur spans up to a few tens of pixels at 1280×720
+SYNTHETIC_MAX_NOISE = 0.01
+
+
+def synthetic_blur_of(sharp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``sharp`` (uint8, uint16 or float ``(H, W, 3)``) under a random linear motion kernel plus Gaussian
+    noise, in ``sharp``'s dtype (quantised as a recorded frame would be)."""
+    blurred = blur_image(to_unit_array(sharp), motion_kernel(rng, SYNTHETIC_MAX_KERNEL),
+                         float(rng.uniform(0, SYNTHETIC_MAX_NOISE)), rng)
+    if sharp.dtype == np.uint8:
+        return np.round(blurred * 255).astype(np.uint8)
+    if sharp.dtype == np.uint16:
+        return np.round(blurred * 65535).astype(np.uint16)
+    return blurred.astype(np.float32)
 
 
 def blur_image(image: np.ndarray, kernel: np.ndarray, noise_std: float, rng: np.random.Generator) -> np.ndarray:

@@ -74,7 +74,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     check_pairs(train_pairs, cfg.patch_size)
     check_pairs(val_pairs, cfg.val_patch_size)
     train = DeblurDataset.from_pairs(train_pairs, patch_size=cfg.patch_size, is_training=True, seed=cfg.seed,
-                                     crops_per_image=cfg.crops_per_image, cache=cfg.cache_images)
+                                     crops_per_image=cfg.crops_per_image, cache=cfg.cache_images,
+                                     synthetic_blur=cfg.synthetic_blur)
     val = DeblurDataset.from_pairs(val_pairs, patch_size=cfg.val_patch_size, is_training=False, seed=cfg.seed)
     return train, val
 

@@ -261,3 +261,28 @@ def test_16bit_pairs_are_read_at_full_precision(tmp_path):
     assert len(set(blur[0, 0, :4].tolist())) == 4  # four distinct values, one 8-bit level
     patch = DeblurDataset(tmp_path, patch_size=16, is_training=True)[0][0]
     assert len(torch.unique(patch)) > 256  # an 8-bit read has at most 256 levels
+
+
+def test_synthetic_blur_replaces_that_fraction_of_inputs_by_the_sharp_crop_under_a_kernel(tmp_path):
+    _write_pairs(tmp_path, ["a", "b"], size=(48, 48), same=True)  # recorded "blur" = sharp: easy to tell apart
+    pairs = find_pairs(tmp_path)
+
+    def dataset(fraction):
+        ds = DeblurDataset.from_pairs(pairs, patch_size=32, is_training=True, seed=3, crops_per_image=20,
+                                      synthetic_blur=fraction)
+        ds.set_epoch(2)
+        return ds
+
+    plain, always, half = dataset(0.0), dataset(1.0), dataset(0.5)
+    for index in range(4):
+        blur, sharp = plain[index]
+        assert torch.equal(blur, sharp)  # off: the recorded input, unchanged
+        blur, sharp = always[index]
+        assert torch.equal(sharp, plain[index][1])  # the same crop; only the input differs
+        # Motion blur averages neighbours: noise-like texture loses most of its contrast.
+        assert float(blur.std()) < 0.8 * float(sharp.std())
+        assert torch.equal(blur, always[index][0])  # a pure function of (seed, epoch, index): exact resume
+    replaced = sum(not torch.equal(*half[i]) for i in range(len(half)))
+    assert 10 <= replaced <= 30, replaced  # about half of 40
+    with pytest.raises(DataError, match="synthetic_blur must be in"):
+        dataset(1.5)

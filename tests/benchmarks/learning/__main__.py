@@ -32,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="wall time of training")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the run already in --out again (after an interrupted evaluation)")
     args = parser.parse_args(argv)
     for flag, folder in (("--train-dir", args.train_dir), ("--eval-dir", args.eval_dir)):
         if not folder.is_dir():
             parser.error(f"{flag} {folder}: not a folder")
     adapter = importlib.import_module(f"tests.benchmarks.learning.{args.package}").ADAPTER
-    run_benchmark(adapter, args.train_dir, args.eval_dir, args.minutes, args.out, args.device)
+    run_benchmark(adapter, args.train_dir, args.eval_dir, args.minutes, args.out, args.device,
+                  train=not args.evaluate_only)
     return 0
 
 

@@ -230,18 +230,28 @@ def save_grid(rows: list[list[tuple[str, np.ndarray]]], path: Path, cell: int = 
 
 
 def run_benchmark(adapter: Adapter, train_dir: Path, eval_dir: Path, minutes: float, out: Path,
-                  device: str) -> dict[str, object]:
+                  device: str, train: bool = True) -> dict[str, object]:
+    """Train (unless ``train`` is False: then the run already in ``out`` is evaluated again), evaluate,
+    write the results."""
     out.mkdir(parents=True, exist_ok=True)
     work = out / "run"
     work.mkdir(exist_ok=True)
     command = adapter.train_command(train_dir.resolve(), work.resolve(), minutes, device)
-    started = datetime.datetime.now(datetime.UTC)
-    print(f"[learning] {adapter.package}: training {minutes:g} min, log {out / 'train.log'}", file=sys.stderr)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    status, seconds = run_training(command, minutes, out / "train.log")
+    if train:
+        started = datetime.datetime.now(datetime.UTC)
+        print(f"[learning] {adapter.package}: training {minutes:g} min, log {out / 'train.log'}", file=sys.stderr)
+        status, seconds = run_training(command, minutes, out / "train.log")
+    elif (out / "train.log").is_file():
+        log = out / "train.log"
+        started = datetime.datetime.fromtimestamp(log.stat().st_mtime - minutes * 60, datetime.UTC)
+        status, seconds = None, None
+        print(f"[learning] {adapter.package}: evaluating the run trained in {work} (log {log})", file=sys.stderr)
+    else:
+        raise SystemExit(f"{out / 'train.log'}: no earlier run to evaluate (drop --evaluate-only)")
     # Other work on the machine slows the trainer: the 15-minute load average at the end says how much.
     load_after = os.getloadavg()[2] if hasattr(os, "getloadavg") else None
-    if status != 0:
+    if status not in (0, None):
         print(f"[learning] {adapter.package}: the trainer exited {status}; see {out / 'train.log'}",
               file=sys.stderr)
     checkpoint = adapter.best_checkpoint(work)
@@ -250,7 +260,7 @@ def run_benchmark(adapter: Adapter, train_dir: Path, eval_dir: Path, minutes: fl
     evaluation = adapter.evaluate(checkpoint, eval_dir.resolve(), work, device)
     result = {
         "package": adapter.package, **summary(adapter, evaluation), "metrics": evaluation.metrics,
-        "notes": evaluation.notes, "eval_images": evaluation.count, "minutes": minutes, "train_seconds": round(seconds, 1),
+        "notes": evaluation.notes, "eval_images": evaluation.count, "minutes": minutes, "train_seconds": None if seconds is None else round(seconds, 1),
         "train_exit_status": status, "steps": curve.steps[-1] if curve.steps else None,
         "checkpoint": str(checkpoint.relative_to(out)) if checkpoint.is_relative_to(out) else str(checkpoint),
         "train_files": sorted(str(p.relative_to(train_dir)) for p in train_dir.rglob("*") if p.is_file()),
