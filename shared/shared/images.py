@@ -254,15 +254,17 @@ def _hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def describe_conversions(paths: Iterable[str | os.PathLike], mode: Literal["RGB", "L"] = "RGB",
-                         keep_16bit: bool = False) -> list[str]:
+                         keep_16bit: bool = False, role: str | None = None) -> list[str]:
     """One line per kind of data-changing conversion :func:`read_image` will make on ``paths``.
 
     Reads headers only. Each line names the count and the first file, e.g.
     ``"grayscale images read as RGB: 3 of 120 (first: blur/x.png)"``; a run prints them once so that
     a user knows what happened to their data. ``keep_16bit``: the caller reads 16-bit files as float
     (no precision lost), so they are not reported. Unreadable files are left to the read to report.
+    ``role`` (``"masks"``, ``"alphas"``) prefixes each line, for a run that reads several kinds of file in
+    different modes; a file listed twice counts once.
     """
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in dict.fromkeys(map(str, paths))]
     found: dict[str, list[Path]] = {}
     for path in paths:
         try:
@@ -271,7 +273,8 @@ def describe_conversions(paths: Iterable[str | os.PathLike], mode: Literal["RGB"
             continue
         for kind in kinds:
             found.setdefault(kind, []).append(path)
-    return [f"{kind}: {len(files)} of {len(paths)} (first: {files[0]})" for kind, files in found.items()]
+    prefix = f"{role}: " if role else ""
+    return [f"{prefix}{kind}: {len(files)} of {len(paths)} (first: {files[0]})" for kind, files in found.items()]
 
 
 def _conversions(img: Image.Image, path: Path, mode: str, keep_16bit: bool) -> list[str]:

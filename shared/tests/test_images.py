@@ -293,3 +293,5 @@ def test_conversions_are_described_by_kind_count_and_first_file(tmp_path):
     assert not any("16-bit" in line for line in describe_conversions(files, keep_16bit=True))
     assert describe_conversions(files[:1], mode="L") == [f"colour images read as grayscale: 1 of 1 (first: {files[0]})"]
     assert describe_conversions(files[:1]) == []
+    assert describe_conversions([files[1], files[1]], role="masks") == [
+        f"masks: grayscale images read as RGB: 1 of 1 (first: {files[1]})"]  # listed twice, counted once

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
-from alphagan_matting.utils import TrimapNotes, read_alpha, read_trimap, sample_seed
+from alphagan_matting.utils import TrimapNotes, conversion_notes, read_alpha, read_trimap, sample_seed
 from shared.errors import DataError
 from shared.images import read_image, read_image_size
 
@@ -282,6 +282,23 @@ class MattingDataset(Dataset):
             return self.rows[index % len(self.rows)]["background"]
         rng = np.random.default_rng(sample_seed(self.seed, epoch, index))
         return self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+
+
+def dataset_conversion_notes(train: Dataset, test: Dataset | None) -> list[str]:
+    """The conversion lines of the files a run reads, each with the mode it is read in.
+
+    Foregrounds, alphas and backgrounds are read as float (16 bits kept); only the test split's
+    trimaps are read (at 8 bits; training trimaps are made from the alphas). Synthetic data reads no file.
+    """
+    splits = [d for d in (train, test) if isinstance(d, MattingDataset)]
+    rows = [row for d in splits for row in d.rows]
+    backgrounds = [bg for d in splits if d.train for bg in d.backgrounds]
+    backgrounds += [row["background"] for d in splits if not d.train for row in d.rows]
+    trimaps = [row["trimap"] for d in splits if not d.train for row in d.rows]
+    return conversion_notes([("foregrounds", [row["original"] for row in rows], "RGB", True),
+                             ("alphas", [row["mask"] for row in rows], "L", True),
+                             ("trimaps", trimaps, "L", False),
+                             ("backgrounds", backgrounds, "RGB", True)])
 
 
 class SyntheticMattingDataset(Dataset):

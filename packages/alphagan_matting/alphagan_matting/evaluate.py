@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from alphagan_matting.losses.metrics import compute_metrics
-from alphagan_matting.utils import TrimapNotes, read_alpha, read_trimap
+from alphagan_matting.utils import TrimapNotes, conversion_notes, read_alpha, read_trimap
 from shared.cli import report_metrics
 from shared.errors import DataError, cli_entry
 from shared.images import list_images
@@ -34,6 +34,10 @@ def evaluate_folders(pred_dir: Path, gt_dir: Path, trimap_dir: Path) -> tuple[di
                         f"({len(missing)} missing: {', '.join(missing[:5])})")
     pairs = [(preds[s], gts[s]) for s in sorted(preds)]
     trimaps = {p.stem: p for p in list_images(trimap_dir)}
+    for line in conversion_notes([("predictions", [p for p, _ in pairs], "L", True),
+                                  ("ground truths", [g for _, g in pairs], "L", True),
+                                  ("trimaps", [trimaps[p.stem] for p, _ in pairs if p.stem in trimaps], "L", False)]):
+        print(f"note: {line}", file=sys.stderr)
     per_image = {}
     notes = TrimapNotes()
     for pred_path, gt_path in pairs:

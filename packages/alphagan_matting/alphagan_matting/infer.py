@@ -11,7 +11,7 @@ import torch
 
 from alphagan_matting.cfg_loader import config_from_dict
 from alphagan_matting.models import AlphaGenerator, apply_known_regions
-from alphagan_matting.utils import TrimapNotes, build_generator, read_trimap, trimap_to_unit
+from alphagan_matting.utils import TrimapNotes, build_generator, conversion_notes, read_trimap, trimap_to_unit
 from shared.amp import PRECISIONS
 from shared.checkpoint import CheckpointError, load_checkpoint
 from shared.cli import Job, resolve_jobs, run_jobs
@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     color = parse_color(args.composite_color)
     jobs = resolve_jobs(args.image, args.output)
     trimaps = _trimaps(args.image, args.trimap, jobs)
+    # Images as float (16 bits kept), trimaps at 8 bits: the modes process() reads them in.
+    for line in conversion_notes([("images", [job.source for job in jobs], "RGB", True),
+                                  ("trimaps", [trimaps[job.source] for job in jobs], "L", False)]):
+        print(f"note: {line}", file=sys.stderr)
     device = resolve_device(args.device)
     generator, mean, std = load_generator(args.checkpoint, device)
     notes = TrimapNotes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 from alphagan_matting.models import AlphaGenerator, PatchDiscriminator
 from alphagan_matting.schemas import Config, ModelCfg
 from shared.errors import DataError
-from shared.images import read_image
+from shared.images import describe_conversions, read_image
 from shared.pretrained import TORCHVISION_FILES, find_weights, hub_checkpoints_dir, read_state_dict
 
 TRIMAP_VALUES = (0, 128, 255)
@@ -35,6 +36,17 @@ class TrimapNotes:
             return None
         return (f"note: {self.count} trimap(s) held values other than 0, 128 and 255 (JPEG or resized; first: "
                 f"{self.first}); read as background <= {BG_MAX}, foreground >= {FG_MIN}, unknown between")
+
+
+def conversion_notes(groups: Iterable[tuple[str, Iterable[str | os.PathLike], str, bool]]) -> list[str]:
+    """One line per data-changing conversion, each prefixed with the role of its files.
+
+    ``groups``: ``(role, paths, mode, keep_16bit)`` with the mode the files are read in and whether
+    they are read as float (16 bits kept). The role says which file is meant: the same kind (alpha
+    dropped, say) can turn up among the images and among the alphas, with different counts.
+    """
+    return [line for role, paths, mode, keep_16bit in groups
+            for line in describe_conversions(paths, mode, keep_16bit, role=role)]
 
 
 def quantize_trimap(trimap: np.ndarray) -> np.ndarray:

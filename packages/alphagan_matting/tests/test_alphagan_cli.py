@@ -210,3 +210,26 @@ def test_infer_folders_in_process(trained, tmp_path, capsys):
     assert info.value.exit_status == 4
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["large.png", "large_composite.png"]
     assert re.search(r"small\.png: trimap is 10x10 but .* is 29x40 \(skipped\)", capsys.readouterr().err)
+
+
+def test_conversions_are_said_once_per_inference_and_evaluation(trained, tmp_path, capsys):
+    from alphagan_matting.evaluate import main as evaluate_main
+    from alphagan_matting.infer import main as infer_main
+
+    image, _, gt = _synthetic_pair(tmp_path, "a", 40, 29)
+    _, trimap, _ = _synthetic_pair(tmp_path, "b", 40, 29)
+    Image.open(image).convert("L").save(image)  # grayscale image
+    Image.open(trimap).convert("RGBA").save(trimap)  # RGBA trimap
+    Image.open(gt).convert("RGB").save(gt)  # colour ground truth
+    capsys.readouterr()
+    infer_main(["--checkpoint", str(trained / "ck" / "latest.pth"), "--image", str(tmp_path / "img"),
+                "--trimap", str(tmp_path / "tri"), "--output", str(tmp_path / "out"), "--no-composite",
+                "--tile-size", "64", "--overlap", "16", "--device", "cpu"])
+    trimap_lines = [f"note: trimaps: colour images read as grayscale: 1 of 2 (first: {trimap})",
+                    f"note: trimaps: alpha channel dropped: 1 of 2 (first: {trimap})"]
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: images: grayscale images read as RGB: 1 of 2 (first: {image})", *trimap_lines]
+    evaluate_main(["--pred", str(tmp_path / "out"), "--gt", str(tmp_path / "gt"), "--trimap", str(tmp_path / "tri"),
+                   "--output", str(tmp_path / "metrics.json")])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: ground truths: colour images read as grayscale: 1 of 2 (first: {gt})", *trimap_lines]

@@ -119,6 +119,35 @@ def test_training_samples_get_new_backgrounds_each_epoch_seeded(tmp_path):
     assert test.background_of(0, 3) == rows[0]["background"]
 
 
+def test_conversions_are_said_once_at_training_start(tmp_path, capsys):
+    """One line per kind and role, in the mode each file is read in: alphas and trimaps as grayscale,
+    the rest as RGB; a 16-bit alpha is read as float, so it is no conversion."""
+    from alphagan_matting.train_pipeline.trainer import RunOptions, build_datasets
+
+    _write_foregrounds(tmp_path, n_fg=3, n_bg=2)
+    colour = np.asarray(Image.open(tmp_path / "original" / "f0.png"))
+    Image.fromarray(colour[..., 0]).save(tmp_path / "original" / "f0.png")  # grayscale foreground
+    alpha = np.asarray(Image.open(tmp_path / "mask" / "f1.png"))
+    Image.fromarray(np.dstack([alpha] * 4)).save(tmp_path / "mask" / "f1.png")  # RGBA alpha
+    Image.fromarray(alpha.astype(np.uint16) * 257).save(tmp_path / "mask" / "f0.png")  # 16-bit alpha
+    trimap = np.asarray(Image.open(tmp_path / "trimap" / "f2.png"))
+    Image.fromarray(np.dstack([trimap] * 3)).save(tmp_path / "trimap" / "f2.png")  # RGB trimap (test split)
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(tmp_path / "bg" / "b1.png")  # grayscale background
+    csv = tmp_path / "labels.csv"
+    csv.write_text("original,trimap,mask,background,split\n" + "".join(
+        f"original/f{i}.png,trimap/f{i}.png,mask/f{i}.png,bg/b{i % 2}.png,{'test' if i == 2 else 'train'}\n"
+        for i in range(3)))
+    build_datasets(load_config("configs/quick_test.yaml"), RunOptions(csv=csv))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: foregrounds: grayscale images read as RGB: 1 of 3 (first: {tmp_path / 'original' / 'f0.png'})",
+        f"note: alphas: colour images read as grayscale: 1 of 3 (first: {tmp_path / 'mask' / 'f1.png'})",
+        f"note: alphas: alpha channel dropped: 1 of 3 (first: {tmp_path / 'mask' / 'f1.png'})",
+        f"note: trimaps: colour images read as grayscale: 1 of 1 (first: {tmp_path / 'trimap' / 'f2.png'})",
+        f"note: backgrounds: grayscale images read as RGB: 1 of 2 (first: {tmp_path / 'bg' / 'b1.png'})",
+    ]
+
+
 def test_repeat_must_be_positive(tmp_path):
     from shared.errors import ConfigError
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
-from gansformer_inpaint.dataloader.loader import InpaintingDataset
+from gansformer_inpaint.dataloader.loader import InpaintingDataset, conversion_notes
 from gansformer_inpaint.dataloader.masks import derive_mask
 from gansformer_inpaint.inference import inpaint, load_generator, read_mask
 from shared.cli import report_metrics
@@ -52,6 +53,8 @@ def run_evaluation(checkpoint: str, data_root: str, output: str = "metrics.json"
     dev = resolve_device(device)
     gen, cfg = load_generator(checkpoint, dev)
     dataset = InpaintingDataset(data_root, cfg.img_size, cfg.mask_threshold)  # checks layout, sizes, formats
+    for line in conversion_notes([dataset]):
+        print(f"note: {line}", file=sys.stderr)
     per_image = {}
     for masked_path, gt_path, mask_path in dataset.items:
         masked, gt = read_image(masked_path), read_image(gt_path)

@@ -13,13 +13,19 @@ Two modes:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from gansformer_inpaint.config import Config
-from gansformer_inpaint.dataloader.loader import SUPPORTED_EXTENSIONS, check_folder_formats, resize_image
+from gansformer_inpaint.dataloader.loader import (
+    SUPPORTED_EXTENSIONS,
+    check_folder_formats,
+    file_conversion_notes,
+    resize_image,
+)
 from gansformer_inpaint.dataloader.masks import resize_mask
 from gansformer_inpaint.models import Generator, compose
 from shared.checkpoint import CheckpointError, load_checkpoint
@@ -103,6 +109,8 @@ def run_inference(checkpoint: str, image: str, mask: str, output: str, mode: str
     image_p = Path(image)
     jobs = resolve_jobs(image_p, output, extensions=SUPPORTED_EXTENSIONS)
     masks = _masks(image_p, Path(mask))
+    for line in file_conversion_notes([job.source for job in jobs], [masks[j.source] for j in jobs if j.source in masks]):
+        print(f"note: {line}", file=sys.stderr)
     gen, _ = load_generator(checkpoint, resolve_device(device))
 
     def process(job: Job) -> list[Path]:

@@ -59,3 +59,42 @@ def test_fit_on_synthetic_writes_everything(tmp_path):
                  "loss_curve.png", "samples/epoch_0001.png"):
         assert (run / name).is_file(), name
     assert {"g_loss", "d_loss", "r1", "hole_l1", "valid_l1", "fixed_hole_l1"} <= set(summary)
+
+
+def test_conversions_are_said_once_per_training_inference_and_evaluation(tmp_path, capsys):
+    """Images read as RGB, masks as grayscale: one line per kind and role, naming the count and first file."""
+    import numpy as np
+    from PIL import Image
+
+    from gansformer_inpaint.evaluation import run_evaluation
+    from gansformer_inpaint.inference import run_inference
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:16, 8:20] = 255
+    for name in ("a", "b"):
+        rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        for sub, array in (("extracted", rgb), ("ground_truth", rgb), ("mask", mask)):
+            (data / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(data / sub / f"{name}.png")
+    Image.open(data / "ground_truth" / "a.png").convert("RGBA").save(data / "ground_truth" / "a.png")
+    Image.open(data / "extracted" / "b.png").convert("L").save(data / "extracted" / "b.png")
+    Image.fromarray(np.dstack([mask] * 3)).save(data / "mask" / "a.png")  # a colour mask
+    grey = f"note: images: grayscale images read as RGB: 1 of {{}} (first: {data / 'extracted' / 'b.png'})"
+    colour_mask = f"note: masks: colour images read as grayscale: 1 of 2 (first: {data / 'mask' / 'a.png'})"
+    every_file = [f"note: images: alpha channel dropped: 1 of 4 (first: {data / 'ground_truth' / 'a.png'})",
+                  grey.format(4), colour_mask]
+
+    def notes() -> list[str]:
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+
+    # Validation reads the same pairs again (no --val-root): still one line per kind, each file counted once.
+    trainer = Trainer(tiny_config(tmp_path, data_root=str(data)))
+    assert notes() == every_file
+    trainer.save_step_checkpoint()
+    checkpoint = str(tmp_path / "run" / "checkpoint_0.pt")
+    run_inference(checkpoint, str(data / "extracted"), str(data / "mask"), str(tmp_path / "out"), device="cpu")
+    assert notes() == [grey.format(2), colour_mask]
+    run_evaluation(checkpoint, str(data), output=str(tmp_path / "metrics.json"), device="cpu")
+    assert notes() == every_file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from neuropbr.data import build_dataset
 from neuropbr.inference import load_generator, predict
 from neuropbr.maps import MAP_NAMES, maps_for_display
-from neuropbr.utils.dataset import load_views
+from neuropbr.utils.dataset import conversion_notes, dataset_conversion_notes, load_views
 from shared.device import resolve_device
 from shared.errors import DataError, cli_entry
 from shared.images import list_images, save_image
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         if len(files) != 3:
             raise DataError(f"{args.input_dir}: expected exactly three PNG renders, found {len(files)}"
                             + (f" ({', '.join(p.name for p in files[:6])})" if files else ""))
+        notes = conversion_notes({"views": files})
         views = load_views(files)
     else:
         if args.synthetic:
@@ -71,7 +73,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         dataset = build_dataset(cfg)
         if not 0 <= args.sample_idx < len(dataset):
             raise DataError(f"--sample-idx {args.sample_idx} is out of range: the dataset has {len(dataset)} samples")
+        notes = dataset_conversion_notes(dataset, [args.sample_idx])
         views, targets = dataset.load_raw(args.sample_idx)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
     maps = predict(model, views[None], cfg, mode="tile" if args.tile else "resize", tile_overlap=args.overlap,
                    precision=args.precision)
     written = write_outputs(Path(args.out_dir), maps, views, targets)

@@ -27,7 +27,7 @@ from neuropbr.maps import maps_for_display, maps_to_tensor, tensor_to_maps
 from neuropbr.models.gan.discriminator import build_discriminator
 from neuropbr.models.generator import MultiViewPBRGenerator
 from neuropbr.train_config import TrainConfig, load_config
-from neuropbr.utils.dataset import train_val_split
+from neuropbr.utils.dataset import dataset_conversion_notes, train_val_split
 from neuropbr.utils.metrics import MetricAccumulator
 from shared.amp import MixedPrecision, NonFiniteError
 from shared.checkpoint import CheckpointManager, save_checkpoint
@@ -279,6 +279,10 @@ class Trainer:
 
         # Data first: a bad dataset fails before anything is written.
         self.dataset = build_dataset(cfg)
+        if is_main_process():
+            # Said once per run, so that one grayscale or RGBA file among many is no surprise.
+            for line in dataset_conversion_notes(self.dataset):
+                print(f"note: {line}", file=sys.stderr)
         self.train_idx, self.val_idx = train_val_split(self.dataset.group_keys, cfg.data.val_ratio, t.seed)
         if not self.train_idx:
             raise ConfigError("the train split is empty; lower data.val_ratio or add samples")

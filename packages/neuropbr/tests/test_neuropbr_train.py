@@ -365,3 +365,75 @@ def test_torchrun_budget_stop_mid_epoch_resumes_at_the_next_batch(tiny_config_fi
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(ckpt / "latest.pth")
     assert (state["epoch"], state["global_step"]) == (2, 4)
+
+
+def _layout_with_conversions(root: Path) -> tuple[Path, Path]:
+    """Two samples of two materials; sample 0's first view is grayscale and material 0's roughness RGBA."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    inp, out = root / "input", root / "output"
+    for i in range(2):
+        (inp / "clean" / f"sample_{i:04d}").mkdir(parents=True)
+        for view in ("0.png", "1.png", "2.png"):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(inp / "clean" / f"sample_{i:04d}" / view)
+        mat = out / f"material_{i}"
+        mat.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(mat / "albedo.png")
+        for name in ("roughness.png", "metallic.png"):
+            Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(mat / name)
+        Image.fromarray(np.full((32, 32, 3), (128, 128, 255), np.uint8)).save(mat / "normal.png")
+    Image.open(inp / "clean" / "sample_0000" / "0.png").convert("L").save(inp / "clean" / "sample_0000" / "0.png")
+    Image.open(out / "material_0" / "roughness.png").convert("RGBA").save(out / "material_0" / "roughness.png")
+    (inp / "render_metadata.json").write_text(json.dumps({f"sample_{i:04d}": f"material_{i}" for i in range(2)}))
+    return inp, out
+
+
+def test_conversions_are_said_once_per_training_and_inference(tiny_config_file: Path, tmp_path: Path, capsys):
+    """Views, albedo and normal read as RGB, roughness and metallic as grayscale: one line per kind and
+    role, with the count and first file, once per teacher run, student run and inference."""
+    from neuropbr.shards import ShardWriter
+    from neuropbr.student.config import StudentConfig
+    from neuropbr.student.train import build_dataset as build_student_dataset
+    from neuropbr.student.train import build_parser as student_parser
+
+    inp, out = _layout_with_conversions(tmp_path / "data")
+    view, rough = inp / "clean" / "sample_0000" / "0.png", out / "material_0" / "roughness.png"
+
+    def notes() -> list[str]:
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")
+                and line.split(":")[1].strip() in ("views", "albedo", "roughness", "metallic", "normal")]
+
+    def expected(views: int, maps: int) -> list[str]:
+        return [f"note: views: grayscale images read as RGB: 1 of {views} (first: {view})",
+                f"note: roughness: colour images read as grayscale: 1 of {maps} (first: {rough})",
+                f"note: roughness: alpha channel dropped: 1 of {maps} (first: {rough})"]
+
+    args = train_mod.build_arg_parser().parse_args(
+        ["--config", str(tiny_config_file), "--input-dir", str(inp), "--output-dir", str(out), "--image-size", "32",
+         "--checkpoint-dir", str(tmp_path / "ck"), "--device", "cpu", "--tracker", "none"])
+    capsys.readouterr()
+    trainer = train_mod.Trainer(train_mod.resolve_config(args))
+    assert notes() == expected(6, 2)
+
+    checkpoint = tmp_path / "teacher.pth"
+    torch.save({"config": trainer.cfg.to_dict(), "model_state_dict": trainer.generator.state_dict()}, checkpoint)
+    assert run_inference.main(["--checkpoint", str(checkpoint), "--sample-idx", "0", "--data-input-dir", str(inp),
+                               "--data-output-dir", str(out), "--out-dir", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    assert notes() == expected(3, 1)  # the files of the one sample read
+    assert run_inference.main(["--checkpoint", str(checkpoint), "--input-dir", str(view.parent),
+                               "--out-dir", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert notes() == expected(3, 1)[:1]
+
+    cfg = StudentConfig()
+    cfg.data.image_size, cfg.data.output_size = 32, 64
+    writer = ShardWriter(tmp_path / "shards", ["clean/sample_0000", "clean/sample_0001"], 8, 32)
+    writer.write(0, {"albedo": torch.rand(2, 3, 32, 32), "roughness": torch.rand(2, 1, 32, 32),
+                     "metallic": torch.rand(2, 1, 32, 32), "normal": torch.nn.functional.normalize(
+                         torch.randn(2, 3, 32, 32), dim=1)})
+    build_student_dataset(cfg, student_parser().parse_args(
+        ["--input-dir", str(inp), "--output-dir", str(out), "--shards-dir", str(tmp_path / "shards")]))
+    assert notes() == expected(6, 2)

@@ -17,6 +17,7 @@ from alphagan_matting.dataset import (
     SyntheticMattingDataset,
     check_trimaps_of,
     collate,
+    dataset_conversion_notes,
     find_backgrounds,
     load_labels,
 )
@@ -107,7 +108,12 @@ def build_datasets(cfg: Config, opts: RunOptions) -> tuple[Dataset, Dataset | No
     check_trimaps_of([(Path(r["trimap"]), Path(r["mask"])) for r in test_rows], say=is_main_process())
     test = MattingDataset(test_rows, test_tf, False, seed) if test_rows else None
     backgrounds = find_backgrounds(opts.bg) if opts.bg is not None else None
-    return MattingDataset(train_rows, train_tf, True, seed, repeat=opts.repeat, backgrounds=backgrounds), test
+    train = MattingDataset(train_rows, train_tf, True, seed, repeat=opts.repeat, backgrounds=backgrounds)
+    if is_main_process():
+        # Said once, before the models are built, so that one grayscale or RGBA file among many is no surprise.
+        for line in dataset_conversion_notes(train, test):
+            print(f"note: {line}", file=sys.stderr)
+    return train, test
 
 
 SAMPLE_COLUMNS = ("composite", "trimap", "alpha (predicted)", "alpha (GT)")

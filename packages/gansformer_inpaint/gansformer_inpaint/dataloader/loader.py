@@ -7,6 +7,7 @@ hole it is the ``extracted/`` file itself, so known pixels are what the user gav
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,14 @@ from torch.utils.data import Dataset
 from gansformer_inpaint.dataloader.masks import derive_mask, random_mask, resize_mask
 from gansformer_inpaint.dataloader.synthetic import synthetic_face
 from shared.errors import DataError
-from shared.images import IMAGE_EXTENSIONS, pair_by_stem, read_image, read_image_size, to_tensor
+from shared.images import (
+    IMAGE_EXTENSIONS,
+    describe_conversions,
+    pair_by_stem,
+    read_image,
+    read_image_size,
+    to_tensor,
+)
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MIN_SIZE = 16
@@ -143,6 +151,21 @@ class InpaintingDataset(Dataset):
             for key in ("masked", "gt", "mask"):
                 item[key] = item[key].flip(-1)
         return item
+
+
+def file_conversion_notes(images: Iterable[Path], masks: Iterable[Path]) -> list[str]:
+    """One line per data-changing conversion of these files, in the modes :func:`load_pair` reads them:
+    images as RGB, masks as grayscale, both at 8 bits. Each line names its role: the same kind (alpha
+    dropped, say) can turn up among the images and among the masks."""
+    groups = (("images", images, "RGB"), ("masks", masks, "L"))
+    return [line for role, paths, mode in groups for line in describe_conversions(paths, mode, role=role)]
+
+
+def conversion_notes(datasets: Iterable[Dataset]) -> list[str]:
+    """:func:`file_conversion_notes` of every file the datasets read (none for synthetic ones)."""
+    items = [item for d in datasets if isinstance(d, InpaintingDataset) for item in d.items]
+    return file_conversion_notes([p for masked, gt, _ in items for p in (masked, gt)],
+                                 [mask for _, _, mask in items if mask is not None])
 
 
 class SyntheticInpaintingDataset(Dataset):

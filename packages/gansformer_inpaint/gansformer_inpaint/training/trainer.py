@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from gansformer_inpaint.config import Config
 from gansformer_inpaint.dataloader import InpaintingDataset, SyntheticInpaintingDataset
+from gansformer_inpaint.dataloader.loader import conversion_notes
 from gansformer_inpaint.evaluation import hole_metrics, mean_fill
 from gansformer_inpaint.models import Discriminator, Generator
 from gansformer_inpaint.training import losses
@@ -174,6 +175,10 @@ class Trainer:
         self._resume_or_start()
         self.sample_batch = self._fixed_samples()
         val_data, self.val_source = build_validation(cfg, self.dataset)
+        if is_main_process():
+            # Said once per run, so that one grayscale or RGBA file among many is no surprise.
+            for line in conversion_notes([self.dataset, val_data]):
+                print(f"note: {line}", file=sys.stderr)
         self.val_batch = self._stack(val_data, len(val_data))
         self.validated_at = -1
 

@@ -23,7 +23,7 @@ from neuropbr.student.config import StudentConfig, config_from_dict, load_studen
 from neuropbr.student.data import StudentDataset, SyntheticStudentDataset
 from neuropbr.student.factory import STUDENT_KIND, build_student
 from neuropbr.student.losses import DistillationLoss
-from neuropbr.utils.dataset import train_val_split
+from neuropbr.utils.dataset import dataset_conversion_notes, train_val_split
 from shared import distributed as dist
 from shared.amp import PRECISIONS, MixedPrecision, NonFiniteError
 from shared.checkpoint import CheckpointManager, save_checkpoint
@@ -120,7 +120,12 @@ def build_dataset(cfg: StudentConfig, args: argparse.Namespace) -> Dataset:
                           "PNG renders and ground-truth maps from disk while the teacher's predictions come from --shards-dir")
     if not args.shards_dir:
         raise ConfigError("--shards-dir is required: generate it with teacher_infer.py --shards-dir DIR")
-    return StudentDataset(cfg, args.input_dir, args.output_dir, args.shards_dir, args.metadata_path)
+    dataset = StudentDataset(cfg, args.input_dir, args.output_dir, args.shards_dir, args.metadata_path)
+    if dist.is_main_process():
+        # Said once per run (train() builds the dataset once), before any step.
+        for line in dataset_conversion_notes(dataset):
+            print(f"note: {line}", file=sys.stderr)
+    return dataset
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -28,11 +28,13 @@ from torch.utils.data import Dataset
 
 from neuropbr.maps import decode_normal, maps_to_tensor, resize_maps
 from shared.errors import ConfigError, DataError
-from shared.images import read_image, read_image_size, to_tensor
+from shared.images import describe_conversions, read_image, read_image_size, to_tensor
 
 VIEW_FILES = ("0.png", "1.png", "2.png")
 MAP_FILES = {"albedo": "albedo.png", "roughness": "roughness.png", "metallic": "metallic.png", "normal": "normal.png"}
 CURRICULUM_SOURCES = {0: ("clean",), 1: ("clean", "dirty"), 2: ("dirty",)}
+# The mode each file is read in by load_views and load_material (all at 8 bits).
+READ_MODES = {"views": "RGB", "albedo": "RGB", "roughness": "L", "metallic": "L", "normal": "RGB"}
 
 
 class MetadataNotFoundError(DataError, FileNotFoundError):
@@ -202,9 +204,34 @@ class PBRDataset(Dataset):
     def normalize(self, views: torch.Tensor) -> torch.Tensor:
         return (views - self.mean) / self.std
 
+    def files(self, indices: Iterable[int] | None = None) -> dict[str, list[Path]]:
+        """The files items ``indices`` (default: all) read, by role: ``views`` and each map name."""
+        found: dict[str, list[Path]] = {role: [] for role in READ_MODES}
+        for idx in range(len(self)) if indices is None else indices:
+            source, name, material = self.entries[idx]
+            found["views"] += [self.input_dir / source / name / f for f in VIEW_FILES]
+            for key, file in MAP_FILES.items():
+                found[key].append(self.output_dir / material / file)
+        return found
+
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         views, maps = self.load_raw(idx)
         return self.normalize(views), maps_to_tensor(maps)
+
+
+def conversion_notes(files: Mapping[str, Iterable[Path]]) -> list[str]:
+    """One line per data-changing conversion of ``files`` (by role: ``views`` or a map name), in the
+    mode that role is read in, each line prefixed with the role: a roughness map stored in colour is
+    read as grayscale, an albedo stored in grayscale as RGB."""
+    return [line for role, paths in files.items()
+            for line in describe_conversions(paths, READ_MODES[role], role=role)]
+
+
+def dataset_conversion_notes(dataset: Dataset, indices: Iterable[int] | None = None) -> list[str]:
+    """:func:`conversion_notes` of the files items ``indices`` (default: all) of ``dataset`` read; none
+    for procedural data. A student dataset is looked through to the teacher dataset it wraps."""
+    dataset = getattr(dataset, "base", dataset)
+    return conversion_notes(dataset.files(indices)) if isinstance(dataset, PBRDataset) else []
 
 
 def check_headers(views: Sequence[Path], material_dir: Path, checked: set[Path]) -> None:
