@@ -335,17 +335,24 @@ def pair_by_stem(dir_a: str | os.PathLike, dir_b: str | os.PathLike,
     Raises :class:`DataError` naming the first unpaired files on either side, or a stem that appears
     twice in one folder (``x.png`` and ``x.jpg``), since silently dropping training pairs hides bugs.
     """
+    pairs, only_a, only_b = match_by_stem(dir_a, dir_b, extensions)
+    for only, here, there in ((only_a, dir_a, dir_b), (only_b, dir_b, dir_a)):
+        if only:
+            raise DataError(f"{only[0]}: no matching file in {there} "
+                            f"({len(only)} unpaired in {here}: {', '.join(p.stem for p in only[:5])})")
+    return pairs
+
+
+def match_by_stem(dir_a: str | os.PathLike, dir_b: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS
+                  ) -> tuple[list[tuple[Path, Path]], list[Path], list[Path]]:
+    """``(pairs, unpaired in dir_a, unpaired in dir_b)`` by file name without extension, each sorted by
+    name: :func:`pair_by_stem` for a caller that uses the pairs and reports the rest. A stem twice in one
+    folder is still a :class:`DataError`."""
     exts = tuple(extensions)
     side_a, side_b = _by_stem(list_images(dir_a, exts)), _by_stem(list_images(dir_b, exts))
-    only_a = sorted(set(side_a) - set(side_b))
-    only_b = sorted(set(side_b) - set(side_a))
-    if only_a:
-        raise DataError(f"{side_a[only_a[0]]}: no matching file in {dir_b} "
-                        f"({len(only_a)} unpaired in {dir_a}: {', '.join(only_a[:5])})")
-    if only_b:
-        raise DataError(f"{side_b[only_b[0]]}: no matching file in {dir_a} "
-                        f"({len(only_b)} unpaired in {dir_b}: {', '.join(only_b[:5])})")
-    return [(side_a[stem], side_b[stem]) for stem in sorted(side_a)]
+    pairs = [(side_a[stem], side_b[stem]) for stem in sorted(side_a.keys() & side_b.keys())]
+    return (pairs, [side_a[s] for s in sorted(side_a.keys() - side_b.keys())],
+            [side_b[s] for s in sorted(side_b.keys() - side_a.keys())])
 
 
 def _by_stem(files: Sequence[Path]) -> dict[str, Path]:

@@ -30,7 +30,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from abpn_retouch.masks import MaskRecipe, coverage, full_resolution_mask, half_resolution
 from shared.errors import DataError
-from shared.images import image_bit_depth, list_images, pair_by_stem, read_image, read_image_size
+from shared.images import (
+    image_bit_depth,
+    match_by_stem,
+    pair_by_stem,
+    read_image,
+    read_image_size,
+)
 from shared.sampler import epoch_permutation
 from shared.tiling import extract_patch, patch_grid
 
@@ -155,21 +161,10 @@ def match_pairs(image_dir: str | os.PathLike, gt_dir: str | os.PathLike, strict:
     """
     if strict:
         return pair_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS), []
-    side_a, side_b = _by_stem(list_images(image_dir, PAIR_EXTENSIONS)), _by_stem(list_images(gt_dir, PAIR_EXTENSIONS))
-    common = sorted(side_a.keys() & side_b.keys())
-    if not common:
+    pairs, only_a, only_b = match_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS)
+    if not pairs:
         pair_by_stem(image_dir, gt_dir, PAIR_EXTENSIONS)  # raises its "no matching file" error
-    unpaired = sorted([side_a[s] for s in side_a.keys() - side_b.keys()] + [side_b[s] for s in side_b.keys() - side_a.keys()])
-    return [(side_a[s], side_b[s]) for s in common], unpaired
-
-
-def _by_stem(files: Sequence[Path]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in files:
-        if path.stem in found:
-            raise DataError(f"{path}: two files share the name '{path.stem}' ({found[path.stem].name}, {path.name})")
-        found[path.stem] = path
-    return found
+    return pairs, sorted(only_a + only_b)
 
 
 def unpaired_note(unpaired: Sequence[Path], paired: int, shown: int = 5) -> str:
