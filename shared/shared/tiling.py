@@ -11,10 +11,18 @@ Tiles start every ``t - overlap`` pixels and the last row/column is aligned with
 no image size is special; an image smaller than a tile is reflect-padded up to it and the result is
 cropped back. Because blend weights are strictly positive and normalised by their sum, stitching
 untouched tiles returns the input exactly, whatever the mode.
+
+A model with ``nn.GroupNorm`` normalises each tile by that tile's statistics, so its tiled output depends
+on the tile size; ``tiled_forward(..., norm_stats="image")`` (exact, about ``L/2 + 1`` tiled passes for
+``L`` GroupNorm calls) or ``"downscaled"`` (one extra pass over a small copy) give every GroupNorm the
+whole image's ``(B, G)`` statistics instead, as Tiled VAE does; shapes and outputs are unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
@@ -25,6 +33,8 @@ import torch.nn.functional as F
 
 BlendMode = Literal["linear", "gaussian", "constant"]
 BLEND_MODES: tuple[str, ...] = ("linear", "gaussian", "constant")
+NormStats = Literal["tile", "image", "downscaled"]
+NORM_STATS: tuple[str, ...] = ("tile", "image", "downscaled")
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -182,6 +192,9 @@ def tiled_forward(
     precision: str = "fp32",
     channels_last: bool = False,
     margin: int = 0,
+    norm_stats: str = "tile",
+    norm_model: torch.nn.Module | None = None,
+    norm_size: int | None = None,
 ) -> Any:
     """Run ``fn`` over overlapping tiles of ``x`` and blend the results into full-size outputs.
 
@@ -202,6 +215,18 @@ def tiled_forward(
             zero weight, as in the U-Net overlap-tile strategy; with ``margin`` at least half the
             model's receptive field and ``overlap > 2 * margin``, the result equals the untiled forward.
             Edges on the image border always keep their weight, so every pixel stays covered.
+        norm_stats: where each ``nn.GroupNorm`` of ``norm_model`` takes its statistics from:
+            ``tile`` (each tile its own, as a plain forward of a tile does), ``image`` (the whole image's,
+            exactly: one extra pass over the tiles per GroupNorm call, see :class:`_GroupNormStats`), or
+            ``downscaled`` (estimated by one untiled pass over a copy whose longer side is ``norm_size``).
+            Other layers are untouched, so a model without GroupNorm gives the plain tiled result.
+        norm_model: the module whose GroupNorm layers ``fn`` runs (default: ``fn`` itself when it is a
+            module); needed for any ``norm_stats`` but ``tile``.
+        norm_size: longer side of the ``downscaled`` copy, in pixels (default ``tile_size``, so the
+            extra pass costs about one tile's forward and memory). A copy smaller than the image is only
+            an estimate, and a poor one for a model that reacts to fine detail: for the deblur U-Net,
+            halving the image left its output 0.9/255 from the untiled one, a quarter 1.6/255, no
+            closer than per-tile statistics; a copy at the image's own size gives the exact statistics.
 
     Returns:
         The same structure ``fn`` returns, each tensor ``(B, C', H·s, W·s)`` (no batch dimension for a
@@ -215,6 +240,13 @@ def tiled_forward(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if margin < 0 or (margin > 0 and overlap <= 2 * margin):
         raise ValueError(f"margin must satisfy 0 <= 2*margin < overlap, got margin={margin}, overlap={overlap}")
+    if norm_stats not in NORM_STATS:
+        raise ValueError(f"unknown norm_stats '{norm_stats}'; choose one of {', '.join(NORM_STATS)}")
+    if norm_stats != "tile" and norm_model is None:
+        if not isinstance(fn, torch.nn.Module):
+            raise ValueError(f"norm_stats='{norm_stats}' needs norm_model= (the module whose GroupNorm "
+                             "layers fn runs) when fn is not itself a module")
+        norm_model = fn
     squeeze = x.dim() == 3
     image = x.unsqueeze(0) if squeeze else x
     compute_device = torch.device(device) if device is not None else image.device
@@ -231,33 +263,56 @@ def tiled_forward(
     tile_buffer = torch.empty((min(batch_size, len(jobs)), channels, tile_size, tile_size),
                               dtype=padded.dtype, device=padded.device)
 
+    def call(inputs: torch.Tensor) -> Any:
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(compute_device, precision):
+            return fn(inputs)
+
+    norm = (_GroupNormStats(norm_model, batch, tile_size, overlap, positions, height, width)
+            if norm_stats != "tile" else None)
     # Only fn runs in inference mode: buffers made there would be inference tensors, which callers
     # could not modify in place or use next to autograd afterwards.
-    with torch.no_grad():
-        for job_range in _batches(len(jobs), batch_size):
-            tiles = tile_buffer[: len(job_range)]
-            for slot, job_index in enumerate(job_range):
-                b, top, left = jobs[job_index]
-                tiles[slot].copy_(padded[b, :, top : top + tile_size, left : left + tile_size])
-            inputs = tiles.to(compute_device, non_blocking=True)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), autocast(compute_device, precision):
-                result = fn(inputs)
-            parts, rebuild_fn = _flatten(result)
-            if outputs is None:
-                rebuild = rebuild_fn
-                outputs, weights, scales = _allocate_outputs(
-                    parts, image.device, batch, padded_h, padded_w, tile_size, overlap, mode, scale, margin
-                )
-            for part, out, weight, s in zip(parts, outputs, weights, scales, strict=True):
-                part = part.to(device=image.device, dtype=out.dtype)
-                size = int(round(tile_size * s))
+    with torch.no_grad(), (norm if norm is not None else contextlib.nullcontext()):
+        if norm is not None and norm_stats == "downscaled":
+            side = norm_size or tile_size
+            factor = min(1.0, side / max(height, width))
+            small = image if factor == 1.0 else F.interpolate(
+                image.float(), size=(max(1, round(height * factor)), max(1, round(width * factor))),
+                mode="bilinear", antialias=True, align_corners=False).to(image.dtype)
+            norm.record_whole(lambda: call(small.to(compute_device)))
+        while True:
+            if norm is not None:
+                norm.begin_pass()
+            for job_range in _batches(len(jobs), batch_size):
+                tiles = tile_buffer[: len(job_range)]
                 for slot, job_index in enumerate(job_range):
                     b, top, left = jobs[job_index]
-                    top_s, left_s = int(top * s), int(left * s)
-                    tile_weight = weight(_inner_sides(top, left, tile_size, padded_h, padded_w))
-                    out[b, :, top_s : top_s + size, left_s : left_s + size].addcmul_(part[slot], tile_weight)
+                    tiles[slot].copy_(padded[b, :, top : top + tile_size, left : left + tile_size])
+                inputs = tiles.to(compute_device, non_blocking=True)
+                if norm is not None:
+                    norm.slots = [jobs[job_index] for job_index in job_range]
+                    if not norm.run(lambda inputs=inputs: call(inputs)):
+                        continue  # this batch only added its share of a GroupNorm's image statistics
+                    result = norm.result
+                else:
+                    result = call(inputs)
+                parts, rebuild_fn = _flatten(result)
+                if outputs is None:
+                    rebuild = rebuild_fn
+                    outputs, weights, scales = _allocate_outputs(
+                        parts, image.device, batch, padded_h, padded_w, tile_size, overlap, mode, scale, margin
+                    )
+                for part, out, weight, s in zip(parts, outputs, weights, scales, strict=True):
+                    part = part.to(device=image.device, dtype=out.dtype)
+                    size = int(round(tile_size * s))
+                    for slot, job_index in enumerate(job_range):
+                        b, top, left = jobs[job_index]
+                        top_s, left_s = int(top * s), int(left * s)
+                        tile_weight = weight(_inner_sides(top, left, tile_size, padded_h, padded_w))
+                        out[b, :, top_s : top_s + size, left_s : left_s + size].addcmul_(part[slot], tile_weight)
+            if norm is None or not norm.end_pass():
+                break
 
         assert outputs is not None and rebuild is not None
         results = []
@@ -340,6 +395,171 @@ def _weight_sum(positions, weight, tile_size: int, padded_h: int, padded_w: int,
         total[top_s : top_s + size, left_s : left_s + size] += weight(
             _inner_sides(top, left, tile_size, padded_h, padded_w))
     return total
+
+
+class _StatsCollected(Exception):
+    """Ends a tile's forward once the GroupNorm being measured has seen it; nothing after it is needed."""
+
+
+def _ownership(starts: list[int], tile: int, length: int) -> dict[int, tuple[int, int]]:
+    """Per tile origin along one axis, the pixels ``[lo, hi)`` it alone accounts for.
+
+    Neighbours split their overlap at its middle and nothing past ``length`` (reflect padding) counts,
+    so the pieces partition ``[0, length)`` and each lies at least ``overlap / 2`` from an interior tile
+    edge, where zero padding inside the tile has corrupted the least.
+    """
+    bounds = [0] + [(prev + tile + nxt) // 2 for prev, nxt in itertools.pairwise(starts)] + [length]
+    return {start: (min(lo, length), min(hi, length)) for start, lo, hi in zip(starts, bounds[:-1], bounds[1:], strict=True)}
+
+
+class _GroupNormStats:
+    """Forward hooks that give every ``nn.GroupNorm`` call of a model the whole image's statistics.
+
+    GroupNorm normalises each sample's ``(C/G, h, w)`` group with that sample's mean and variance, so a
+    tile normally sees its own statistics and the tiled output depends on the tile size. Here GroupNorm
+    calls are numbered in the order the forward makes them, and call ``k`` normalises with shared
+    ``(B, G)`` statistics instead (mean and biased variance per image and group, then the module's own
+    ``eps`` and affine), as Tiled VAE does.
+
+    * ``image`` (exact): pass ``k`` runs every tile up to call ``k`` (calls before it already use the
+      image's statistics), pools that call's input over the tiles (each pixel once, see
+      :func:`_ownership`, mapped to the call's resolution by its size relative to the tile) with Chan's
+      parallel variance, and stops the tile there; the first pass that meets no unmeasured call is the
+      output. Cost: for ``L`` GroupNorm calls spread evenly through the network, about ``L / 2 + 1``
+      tiled forwards (the stopped passes are partial); memory stays that of one tile batch.
+    * ``downscaled`` (approximate): :meth:`record_whole` runs the model once, untiled, on a small copy and
+      keeps each call's per-sample statistics. Cost: one forward of the copy.
+
+    Agreement with the untiled forward: the image statistics are exact where each counted pixel is
+    farther from an interior tile edge than the network's receptive field reaches (with the margin that
+    makes plain tiling exact, the whole result is then exact); elsewhere they inherit the same
+    zero-padding error plain tiling has, which is small beside the per-tile statistics.
+    """
+
+    def __init__(self, model: torch.nn.Module, batch: int, tile_size: int, overlap: int,
+                 positions: Sequence[tuple[int, int]], height: int, width: int) -> None:
+        self.modules = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+        self.batch, self.tile_size = batch, tile_size
+        self.rows = _ownership(sorted({top for top, _ in positions}), tile_size, height)
+        self.cols = _ownership(sorted({left for _, left in positions}), tile_size, width)
+        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []  # per call: mean, var, each (B, G)
+        self.slots: list[tuple[int, int, int]] = []  # (b, top, left) of each tile in the running batch
+        self.whole = False
+        self.calls = 0
+        self.result: Any = None
+        self._saved: list[tuple[torch.nn.Module, Any]] = []
+
+    def __enter__(self) -> _GroupNormStats:
+        # The forward is replaced rather than hooked: a hook would run the module's own normalisation
+        # first and throw it away, a full extra read and write of every GroupNorm input.
+        for module in self.modules:
+            self._saved.append((module, module.__dict__.get("forward")))
+            module.forward = functools.partial(self._forward, module)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, forward in self._saved:
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
+        self._saved = []
+
+    def record_whole(self, forward: Callable[[], Any]) -> None:
+        """Keep each GroupNorm call's statistics from one untiled forward (``downscaled``)."""
+        self.whole, self.calls = True, 0
+        try:
+            forward()
+        finally:
+            self.whole = False
+
+    def begin_pass(self) -> None:
+        self._acc: list[tuple[float, torch.Tensor, torch.Tensor] | None] | None = None
+        self._finished = self._stopped = 0
+
+    def run(self, forward: Callable[[], Any]) -> bool:
+        """One tile batch; False when it stopped early to measure a GroupNorm call."""
+        self.calls = 0
+        self._row_index: torch.Tensor | None = None
+        try:
+            self.result = forward()
+        except _StatsCollected:
+            self._stopped += 1
+            stopped = True
+        else:
+            self._finished += 1
+            stopped = False
+        if self._stopped and self._finished:
+            raise RuntimeError("tiled_forward: tiles made different numbers of GroupNorm calls; "
+                               "norm_stats needs a forward whose layers do not depend on the data")
+        return not stopped
+
+    def end_pass(self) -> bool:
+        """Turn the measured call's sums into statistics; True when another pass is needed."""
+        if self._acc is None:
+            return False
+        if any(a is None for a in self._acc):
+            raise RuntimeError("tiled_forward: an image had no pixel at a GroupNorm layer's resolution")
+        means = torch.stack([a[1] for a in self._acc])  # type: ignore[index]
+        variances = torch.stack([a[2] / a[0] for a in self._acc])  # type: ignore[index]
+        self.stats.append((means.to(self._device, torch.float32), variances.to(self._device, torch.float32)))
+        return True
+
+    def _forward(self, module: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        index = self.calls
+        self.calls += 1
+        groups = module.num_groups
+        if self.whole:
+            var, mean = torch.var_mean(x.float().unflatten(1, (groups, -1)), dim=(2, 3, 4), unbiased=False)
+            self.stats.append((mean, var))
+            return F.group_norm(x, groups, module.weight, module.bias, module.eps)
+        if index < len(self.stats):
+            return self._normalise(module, x, index)
+        self._accumulate(x, groups)
+        raise _StatsCollected
+
+    def _normalise(self, module: torch.nn.GroupNorm, x: torch.Tensor, index: int) -> torch.Tensor:
+        mean, var = self.stats[index]
+        if self._row_index is None or self._row_index.device != mean.device:
+            self._row_index = torch.tensor([b for b, _, _ in self.slots], device=mean.device)
+        mean, var = mean[self._row_index].to(x.device), var[self._row_index].to(x.device)
+        n, c = x.shape[:2]
+        per_group = c // module.num_groups
+        # One fused per-channel affine, y = x·a + b, keeps x's memory format (channels-last stays so).
+        scale = torch.rsqrt(var + module.eps).repeat_interleave(per_group, dim=1)
+        shift = -mean.repeat_interleave(per_group, dim=1) * scale
+        if module.affine:
+            scale = scale * module.weight.float()
+            shift = shift * module.weight.float() + module.bias.float()
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        y = torch.addcmul(shift.to(dtype).view(n, c, 1, 1), x.to(dtype), scale.to(dtype).view(n, c, 1, 1))
+        return y.to(x.dtype)
+
+    def _accumulate(self, x: torch.Tensor, groups: int) -> None:
+        if self._acc is None:
+            self._acc = [None] * self.batch
+            self._device = x.device
+        height, width = x.shape[-2:]
+        scale_h, scale_w = height / self.tile_size, width / self.tile_size
+        for slot, (b, top, left) in enumerate(self.slots):
+            (lo_r, hi_r), (lo_c, hi_c) = self.rows[top], self.cols[left]
+            r0, r1 = (max(0, min(height, round(v * scale_h) - round(top * scale_h))) for v in (lo_r, hi_r))
+            c0, c1 = (max(0, min(width, round(v * scale_w) - round(left * scale_w))) for v in (lo_c, hi_c))
+            region = x[slot, :, r0:r1, c0:c1]
+            if region.numel() == 0:
+                continue
+            var, mean = torch.var_mean(region.float().unflatten(0, (groups, -1)), dim=(1, 2, 3), unbiased=False)
+            count = float(region.numel() // groups)
+            mean, m2 = mean.double().cpu(), var.double().cpu() * count
+            previous = self._acc[b]
+            if previous is None:
+                self._acc[b] = (count, mean, m2)
+            else:
+                # Chan et al.'s pairwise update: no E[x²] - E[x]² cancellation on features with large means.
+                n_a, mean_a, m2_a = previous
+                total = n_a + count
+                delta = mean - mean_a
+                self._acc[b] = (total, mean_a + delta * (count / total), m2_a + m2 + delta**2 * (n_a * count / total))
 
 
 def patch_grid(height: int, width: int, patch_size: int, stride: int, *,

@@ -149,3 +149,74 @@ def test_extract_patch_reflects_like_cv2_border_reflect():
     assert patch.shape == (6, 6)
     assert patch[0].tolist() == [2, 3, 4, 4, 3, 2]
     assert patch[:, 0].tolist() == [2] * 6
+
+
+class _TinyGroupNormUNet(nn.Module):
+    """conv/GroupNorm/ReLU, a pooled level and back up, and a skip: a U-Net's layer kinds, small."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU())
+        self.mid = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+                                 nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(16, 8, 3, padding=1),
+                                 nn.GroupNorm(2, 8), nn.ReLU())
+        self.head = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        skip = self.enc(x)
+        return self.head(torch.cat([self.mid(skip), skip], dim=1))
+
+
+def _tiny_unet_and_images():
+    torch.manual_seed(0)
+    net = _TinyGroupNormUNet().eval()
+    # A left-to-right ramp, different per image: every tile (and each image) has its own statistics.
+    x = torch.randn(2, 3, 64, 88) + torch.linspace(-2, 2, 88) * torch.tensor([1.0, -0.5]).view(2, 1, 1, 1)
+    with torch.no_grad():
+        return net, x, net(x)
+
+
+def test_image_norm_stats_give_the_untiled_groupnorm_result():
+    net, x, full = _tiny_unet_and_images()
+    # margin 8 covers this net's receptive field, so only the GroupNorm statistics can make tiles differ.
+    common = dict(tile_size=48, overlap=24, margin=8, batch_size=4)
+    per_tile = tiled_forward(net, x, norm_stats="tile", **common)
+    whole = tiled_forward(net, x, norm_stats="image", channels_last=True, **common)
+    assert (per_tile - full).abs().max() > 0.3  # per-tile statistics: visibly another image
+    assert torch.allclose(whole, full, atol=1e-5)
+    # Without the margin, tile edges keep plain tiling's zero-padding error, far below the statistics'.
+    no_margin = tiled_forward(net, x, tile_size=48, overlap=24, norm_stats="image")
+    plain = tiled_forward(net, x, tile_size=48, overlap=24)
+    assert (no_margin - full).abs().mean() < 0.1 * (plain - full).abs().mean()
+
+
+def test_downscaled_norm_stats_come_from_one_untiled_pass():
+    net, x, full = _tiny_unet_and_images()
+    common = dict(tile_size=48, overlap=24, margin=8)
+    # A copy no smaller than the image is the image: its statistics are the untiled ones.
+    same_size = tiled_forward(net, x, norm_stats="downscaled", norm_size=88, **common)
+    assert torch.allclose(same_size, full, atol=1e-5)
+    smaller = tiled_forward(net, x, norm_stats="downscaled", norm_size=44, **common)
+    assert smaller.shape == full.shape and not torch.allclose(smaller, full, atol=1e-3)
+
+
+def test_norm_stats_leave_models_without_groupnorm_alone():
+    net = _conv_net()
+    x = torch.randn(1, 3, 50, 70)
+    plain = tiled_forward(net, x, tile_size=32, overlap=8)
+    for norm_stats in ("image", "downscaled"):
+        assert torch.equal(tiled_forward(net, x, tile_size=32, overlap=8, norm_stats=norm_stats), plain)
+
+
+def test_norm_stats_take_the_module_from_fn_or_norm_model_and_restore_it():
+    net, x, full = _tiny_unet_and_images()
+    common = dict(tile_size=48, overlap=24, margin=8)
+    via_callable = tiled_forward(lambda t: net(t), x, norm_stats="image", norm_model=net, **common)
+    assert torch.allclose(via_callable, full, atol=1e-5)
+    assert all("forward" not in m.__dict__ for m in net.modules())
+    with torch.no_grad():
+        assert torch.equal(net(x), full)  # the model is itself again afterwards
+    with pytest.raises(ValueError, match="norm_model"):
+        tiled_forward(lambda t: net(t), x, norm_stats="image", **common)
+    with pytest.raises(ValueError, match="norm_stats"):
+        tiled_forward(net, x, norm_stats="batch", **common)

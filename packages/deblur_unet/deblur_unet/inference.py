@@ -10,6 +10,10 @@ Python API, for a serverless handler or a notebook::
     from deblur_unet.inference import deblur_image
     sharp = deblur_image(model, blurry)
 
+    # or an exported model under ONNX Runtime / OpenVINO (export.py; int8 files are calibrated there):
+    from deblur_unet.inference import RuntimeDeblurrer
+    deblur = RuntimeDeblurrer("model_int8.xml", backend="openvino", precision="int8")
+
 ``blurry`` is an ``(H, W, 3)`` uint8 array, a uint16 or float (0..1) array, or a PIL image; the result
 has the same type, dtype and size. The model always computes in float: a uint16 or float input keeps its
 full precision, in and out.
@@ -34,9 +38,11 @@ from shared.cli import resolve_jobs, run_jobs
 from shared.device import DEVICE_CHOICES, resolve_device
 from shared.errors import ConfigError, DataError, cli_entry
 from shared.images import SIXTEEN_BIT_SUFFIXES, describe_conversions, image_bit_depth, read_image, save_image
-from shared.tiling import BLEND_MODES, tiled_forward
+from shared.runtimes import BACKENDS, compile_module, file_precision, module_runtime, open_runtime
+from shared.tiling import BLEND_MODES, NORM_STATS, tiled_forward
 
 KIND = "deblur_unet"
+TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeblurUNet:
@@ -65,6 +71,8 @@ class TilingOptions:
     batch_size: int = 4
     blend: str = "linear"
     margin: int = 0
+    # GroupNorm statistics per tile (the plain tiled forward), or the whole image's (see --norm-stats).
+    norm_stats: str = "tile"
 
     def validate(self) -> None:
         if self.tile_size < 16 or self.tile_size % 16:
@@ -77,6 +85,8 @@ class TilingOptions:
             raise ConfigError(f"--blend must be one of {', '.join(BLEND_MODES)}, got {self.blend}")
         if self.margin < 0 or (self.margin and 2 * self.margin >= self.overlap):
             raise ConfigError(f"--margin must satisfy 0 <= 2*margin < overlap ({self.overlap}), got {self.margin}")
+        if self.norm_stats not in NORM_STATS:
+            raise ConfigError(f"--norm-stats must be one of {', '.join(NORM_STATS)}, got {self.norm_stats}")
 
 
 def _as_array(image: Any) -> np.ndarray:
@@ -111,28 +121,34 @@ def deblur_tensor(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, o
     # Channels-last tiles run this U-Net 1.7× faster on CPU (docs/benchmarks.md); ONNX sessions take
     # plain contiguous arrays, so only PyTorch modules get them.
     channels_last = isinstance(fn, torch.nn.Module)
+    if options.norm_stats != "tile" and not channels_last:
+        raise ConfigError(f"--norm-stats {options.norm_stats} needs a PyTorch model (--checkpoint), not an ONNX one")
     if channels_last:
         fn = fn.to(memory_format=torch.channels_last)
     return tiled_forward(fn, x, tile_size=options.tile_size, overlap=options.overlap,
                          batch_size=options.batch_size, mode=options.blend, device=device,
-                         precision=precision, margin=options.margin, channels_last=channels_last)
+                         precision=precision, margin=options.margin, channels_last=channels_last,
+                         norm_stats=options.norm_stats)
 
 
 def deblur_image(model: Callable[[torch.Tensor], torch.Tensor], image: Any, tile_size: int = 512,
                  overlap: int = 64, batch_size: int = 4, blend: str = "linear", margin: int = 0,
-                 device: str | torch.device | None = None, precision: str = "fp32") -> Any:
+                 device: str | torch.device | None = None, precision: str = "fp32", norm_stats: str = "tile") -> Any:
     """Deblur one image at full resolution with tiling.
 
     Args:
         model: a :class:`DeblurUNet` (or any callable mapping ``(b, 3, t, t)`` in [-1, 1] to the same).
         image: ``(H, W, 3)`` uint8, uint16 or float (0..1) array, or a PIL image; any size.
         device: where the model runs (default: where its parameters are).
+        norm_stats: ``tile`` (each tile's own GroupNorm statistics), ``image`` (the whole image's, exact,
+            ~7× the time) or ``downscaled`` (estimated from a copy no larger than one tile); see
+            :func:`shared.tiling.tiled_forward`.
 
     Returns:
         The deblurred image as the same type and dtype as ``image`` (float arrays: float32 in 0..1),
         same size.
     """
-    options = TilingOptions(tile_size, overlap, batch_size, blend, margin)
+    options = TilingOptions(tile_size, overlap, batch_size, blend, margin, norm_stats)
     options.validate()
     array = _as_array(image)
     if device is None and isinstance(model, torch.nn.Module):
@@ -158,60 +174,94 @@ def training_tiling(checkpoint: str | Path) -> TilingOptions:
 
 
 class Deblurrer:
-    """Weights loaded once, reused for every image: what a long-lived server or handler keeps."""
+    """Weights loaded once, reused for every image: what a long-lived server or handler keeps.
+
+    PyTorch runs the model: ``precision`` fp32 (exact), bf16 or fp16 autocast; ``compile`` runs it through
+    ``torch.compile`` (inductor, frozen weights), which compiles on the first image (minutes on a small
+    CPU) and once more for every new tile batch shape.
+    """
 
     def __init__(self, model: DeblurUNet, options: TilingOptions | None = None,
-                 device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+                 device: str | torch.device = "cpu", precision: str = "fp32", compile: bool = False) -> None:
+        if precision not in TORCH_PRECISIONS:
+            raise ConfigError(f"--precision {precision} is not a PyTorch path (choose {', '.join(TORCH_PRECISIONS)}): "
+                              "int8 runs an exported, calibrated model with --backend onnxruntime or openvino")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.options = options or TilingOptions()
         self.options.validate()
         self.precision = precision
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if compile:
+            if self.options.norm_stats != "tile":
+                raise ConfigError(f"--compile runs the plain tiled forward: --norm-stats {self.options.norm_stats} "
+                                  "needs the eager model's GroupNorm hooks")
+            # Channels-last before compiling: the compiled graph keeps the layout it was traced with.
+            self._forward = compile_module(self.model.to(memory_format=torch.channels_last))
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", **tiling: Any) -> Deblurrer:
-        """Load ``checkpoint`` once; ``tiling`` are :class:`TilingOptions` fields."""
-        return cls(load_model(checkpoint, "cpu"), TilingOptions(**tiling), device)
+    def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", backend: str = "torch",
+                        precision: str | None = None, compile: bool = False, threads: int = 0,
+                        **tiling: Any) -> Deblurrer | RuntimeDeblurrer:
+        """Load ``checkpoint`` once; ``tiling`` are :class:`TilingOptions` fields.
+
+        ``backend`` ``onnxruntime`` or ``openvino`` converts the model in memory and returns a
+        :class:`RuntimeDeblurrer` (fp32, or bf16 under OpenVINO; int8 needs an exported, calibrated file).
+        """
+        options = TilingOptions(**tiling)
+        model = load_model(checkpoint, "cpu")
+        if backend == "torch":
+            return cls(model, options, device, precision or "fp32", compile)
+        if compile:
+            raise ConfigError(f"--compile applies to --backend torch, not {backend}")
+        return RuntimeDeblurrer(model, backend, precision, options, threads, name=str(checkpoint))
 
     def __call__(self, image: Any) -> Any:
         o = self.options
-        return deblur_image(self.model, image, o.tile_size, o.overlap, o.batch_size, o.blend, o.margin,
-                            self.device, self.precision)
+        return deblur_image(self._forward, image, o.tile_size, o.overlap, o.batch_size, o.blend, o.margin,
+                            self.device, self.precision, o.norm_stats)
 
 
-class OnnxDeblurrer:
-    """The same tiling with an ONNX model run by onnxruntime (``pip install 'deblur_unet[onnx]'``)."""
+class RuntimeDeblurrer:
+    """The same tiling with ONNX Runtime or OpenVINO on the CPU (extras ``onnx``, ``openvino``).
 
-    def __init__(self, onnx_path: str | Path, options: TilingOptions | None = None, threads: int = 0) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ConfigError("--onnx needs onnxruntime: install the extra, e.g. uv sync --extra onnx") from None
-        path = Path(onnx_path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: ONNX model not found")
-        session_options = ort.SessionOptions()
-        # Spinning idle threads only steal CPU from the rest of a shared host; latency barely changes.
-        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            session_options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{path}: not a loadable ONNX model: {first[:200]}") from None
-        self.input_name = self.session.get_inputs()[0].name
+    ``model`` is an exported file (``.onnx`` for either backend, ``.xml`` for OpenVINO) or a
+    :class:`DeblurUNet`, converted in memory (float precisions only). ``precision`` ``None`` takes what
+    the file holds (fp32 for a module); a precision the file does not hold is refused, never emulated.
+    ``name`` is what error messages call an in-memory model (its checkpoint, say).
+    """
+
+    def __init__(self, model: str | Path | torch.nn.Module, backend: str = "onnxruntime", precision: str | None = None,
+                 options: TilingOptions | None = None, threads: int = 0, name: str = "model") -> None:
         self.options = options or TilingOptions()
         self.options.validate()
-
-    def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
-        output = self.session.run(None, {self.input_name: tiles.detach().cpu().float().numpy()})[0]
-        return torch.from_numpy(output)
+        if self.options.norm_stats != "tile":
+            raise ConfigError(f"--norm-stats {self.options.norm_stats} needs a PyTorch model (--checkpoint with "
+                              f"--backend torch), not {backend}")
+        if backend not in ("onnxruntime", "openvino"):
+            raise ConfigError(f"--backend {backend} is not a runtime for exported models: choose onnxruntime or openvino")
+        if isinstance(model, torch.nn.Module):
+            self.precision = precision or "fp32"
+            example = torch.zeros(1, 3, 64, 64)  # traced once; height and width stay dynamic
+            self.run_tiles = module_runtime(model, backend, self.precision, example, threads, name)
+        else:
+            path = Path(model)
+            readable = path.is_file() and path.suffix in (".onnx", ".xml")
+            self.precision = precision or (file_precision(path) if readable else "fp32")
+            self.run_tiles = open_runtime(path, backend, self.precision, threads)
+        self.backend = backend
 
     def __call__(self, image: Any) -> Any:
         o = self.options
         return deblur_image(self.run_tiles, image, o.tile_size, o.overlap, o.batch_size, o.blend, o.margin,
                             "cpu")
+
+
+class OnnxDeblurrer(RuntimeDeblurrer):
+    """``RuntimeDeblurrer(onnx_path, "onnxruntime")``: an exported ONNX file at the precision it holds."""
+
+    def __init__(self, onnx_path: str | Path, options: TilingOptions | None = None, threads: int = 0) -> None:
+        super().__init__(onnx_path, "onnxruntime", None, options, threads)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -221,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deblur an image or a folder of images at full resolution (tiled), writing PNGs.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="training checkpoint (best.pth / latest.pth)")
-    source.add_argument("--onnx", help="ONNX model from export.py, run with onnxruntime instead of PyTorch")
+    source.add_argument("--onnx", help="ONNX model from export.py, run with onnxruntime (= --backend onnxruntime "
+                        "--model FILE)")
+    source.add_argument("--model", help="exported model (export.py): .onnx for onnxruntime or openvino, .xml for openvino")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True,
                         help="output PNG (for a file input) or folder (for a folder input, or any input)")
@@ -231,24 +283,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend", choices=BLEND_MODES, default="linear", help="how overlapping tiles are blended")
     parser.add_argument("--margin", type=int, default=0,
                         help="pixels at interior tile edges given zero weight (overlap-tile); 2*margin < overlap")
+    parser.add_argument("--norm-stats", choices=NORM_STATS, default="tile",
+                        help="GroupNorm statistics per tile, from the whole image (exact, ~7x slower), or "
+                             "estimated from a copy downscaled to one tile (rough when that is much smaller)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="PyTorch device")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast precision")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="what runs the model (default: torch for --checkpoint, onnxruntime for --onnx, by the "
+                             "suffix for --model: .xml openvino, .onnx onnxruntime); onnxruntime/openvino with "
+                             "--checkpoint convert it in memory (fp32, or bf16 with openvino)")
+    parser.add_argument("--precision", choices=(*TORCH_PRECISIONS, "int8"), default=None,
+                        help="torch: fp32 or bf16/fp16 autocast; onnxruntime: fp32 or int8; openvino: fp32, bf16 or "
+                             "int8; int8 needs a file exported with --precision int8 (default: fp32, or what the "
+                             "--model file holds)")
+    parser.add_argument("--compile", action="store_true",
+                        help="--backend torch: torch.compile (inductor, frozen weights); the first image compiles")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = the backend's default)")
     parser.add_argument("--recursive", action="store_true", help="also deblur images in sub-folders")
     return parser
 
 
+def build_engine(args: argparse.Namespace, options: TilingOptions) -> Deblurrer | RuntimeDeblurrer:
+    """The deblurrer the flags ask for; every combination that cannot run is refused here, before any output."""
+    model_file = args.model or args.onnx
+    backend = args.backend or ("onnxruntime" if args.onnx else "torch")
+    if args.model and not args.backend:
+        backend = "openvino" if Path(args.model).suffix == ".xml" else "onnxruntime"
+    if args.onnx and backend != "onnxruntime":
+        raise ConfigError(f"--onnx runs under onnxruntime, not --backend {backend}: use --model {args.onnx}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    if backend == "torch":
+        if model_file:
+            raise ConfigError(f"--backend torch runs --checkpoint, not the exported {model_file}: "
+                              "add --backend onnxruntime or openvino")
+        if args.precision == "int8":
+            raise ConfigError("--precision int8 is not a PyTorch path: export an int8 model (export.py --precision "
+                              "int8 --calibration-dir DIR) and run it with --backend onnxruntime or openvino")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return Deblurrer(load_model(args.checkpoint, "cpu"), options, args.device, args.precision or "fp32",
+                         args.compile)
+    if args.compile:
+        raise ConfigError(f"--compile applies to --backend torch, not {backend}")
+    if args.device not in ("auto", "cpu"):
+        raise ConfigError(f"--backend {backend} runs on the CPU: --device {args.device} applies to --backend torch")
+    if args.precision == "fp16":
+        raise ConfigError(f"--precision fp16 is a PyTorch autocast precision, not one of {backend}'s")
+    if model_file:
+        return RuntimeDeblurrer(model_file, backend, args.precision, options, args.threads)
+    if args.precision == "int8":
+        raise ConfigError(f"{args.checkpoint}: --precision int8 needs an exported, calibrated model: export.py "
+                          "--precision int8 --calibration-dir DIR, then --model FILE")
+    return RuntimeDeblurrer(load_model(args.checkpoint, "cpu"), backend, args.precision, options, args.threads,
+                            name=args.checkpoint)
+
+
 def run(args: argparse.Namespace) -> list[Path]:
-    options = TilingOptions(args.tile_size, args.overlap, args.batch_size, args.blend, args.margin)
+    options = TilingOptions(args.tile_size, args.overlap, args.batch_size, args.blend, args.margin,
+                            args.norm_stats)
     options.validate()
     jobs = resolve_jobs(args.input, args.output, recursive=args.recursive)
     # A 16-bit file keeps its 16 bits where the output format can hold them; a JPEG output cannot.
     keep_16bit = all(job.target.suffix.lower() in SIXTEEN_BIT_SUFFIXES for job in jobs)
     for line in describe_conversions([job.source for job in jobs], keep_16bit=keep_16bit):
         print(f"note: {line}", file=sys.stderr)
-    if args.onnx:
-        engine: Any = OnnxDeblurrer(args.onnx, options)
-    else:
-        engine = Deblurrer(load_model(args.checkpoint, "cpu"), options, args.device, args.precision)
+    engine = build_engine(args, options)
 
     def process(job) -> list[Path]:
         if keep_16bit and image_bit_depth(job.source) == 16:
