@@ -7,6 +7,7 @@ The one teacher loader: ``run_inference.py``, ``evaluate.py`` and the student pi
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,11 @@ def predict(model: MultiViewPBRGenerator, views: torch.Tensor, cfg: TrainConfig,
     b, v, c, h, w = views.shape
     size = input_size(cfg)
     if mode == "tile":
+        if getattr(model, "photometric", False):
+            # Each tile is shaded as if it were the whole lit plane: the lights sit elsewhere relative to it.
+            print("note: tiled inference with model.photometric_input: the photometric-stereo normal of each tile "
+                  "assumes the tile covers the whole rendered plane; resize mode (the default) keeps it exact",
+                  file=sys.stderr)
         x = normalize_views(views, cfg).reshape(b, v * c, h, w)
         overlap = tile_overlap if tile_overlap is not None else size // 8
         out = tiled_forward(model, x, tile_size=size, overlap=overlap, batch_size=batch_size, device=device,

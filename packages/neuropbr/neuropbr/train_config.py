@@ -121,6 +121,11 @@ class ModelConfig(StrictSection):
     # normal without going through the stage the albedo shares. Off: short runs have not shown it helps
     # (README, "Recommended recipe on real materials (CPU)").
     normal_detail_head: bool = False
+    # Photometric stereo inside the model (``neuropbr.utils.photometric``): the classical normal from the
+    # three views and the renderer's known lights joins the full-resolution view features, and the normal
+    # head predicts a per-pixel gate on its tilt plus a residual tilt (a gate near 0 falls back to flat).
+    # Assumes each input covers the whole rendered plane (not tiles). Used by ``real_cpu``.
+    photometric_input: bool = False
     # Activation checkpointing of the encoder, the fusion blocks, the decoder and the heads (the same
     # outputs and gradients, about a third more compute, a fraction of the memory). None = auto: on
     # for training steps of at least one 2048² sample's pixels per view (README, "Memory").
@@ -305,6 +310,8 @@ def validate(cfg: TrainConfig) -> None:
          f"model.transformer_dim ({m.transformer_dim}) must be a positive multiple of "
          f"model.transformer_num_heads ({m.transformer_num_heads})"),
         (m.transformer_depth >= 0, "model.transformer_depth must be >= 0"),
+        (not m.photometric_input or m.encoder_in_channels == 3,
+         "model.photometric_input needs RGB views (model.encoder_in_channels 3)"),
         (list(m.output_channels) == [3, 1, 1, 3], "model.output_channels must be [3, 1, 1, 3] (albedo, roughness, metallic, normal)"),
         (m.discriminator_type in ("configurable", "simple"),
          f"model.discriminator_type must be configurable or simple, got {m.discriminator_type!r}"),

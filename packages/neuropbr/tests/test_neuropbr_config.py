@@ -36,6 +36,10 @@ def test_presets_and_files_load(name):
         assert cfg.model.encoder_backbone == "resnet101"
     if "real_cpu" in name:
         assert not cfg.model.use_gan and cfg.optimizer.scheduler == "none" and cfg.data.val_ratio == 0.2
+        # The real-material recipe learns normals through photometric stereo (README's recipe).
+        assert cfg.model.photometric_input
+    else:
+        assert not cfg.model.photometric_input  # the spec's presets are unchanged
     # Off everywhere until a run shows it helps (README, "Recommended recipe on real materials").
     assert not cfg.model.normal_detail_head
 

@@ -1,5 +1,7 @@
 """neuropbr: albedo PSNR of the teacher against the mean training maps (trivial), with every map's
-PSNR / MAE and the normal angle, the mean of the three views as albedo, and the flat normal beside it.
+PSNR / MAE and the normal angle, the mean of the three views as albedo, the flat normal, and the
+classical photometric-stereo normal (``neuropbr.utils.photometric``, from the views and the known
+lights) beside it.
 
 Both folders hold real materials (``<material>/{albedo,roughness,metallic,normal}.png``). The package
 renders them into three views with its own renderer (``python -m neuropbr.utils.make_dataset``: each
@@ -65,7 +67,7 @@ class NeuroPBRAdapter(Adapter):
     main_metric = "psnr_albedo"
     higher_is_better = True
     trivial_baseline = "mean_maps"
-    classical_baseline = None
+    classical_baseline = "photometric_stereo"
 
     def train_command(self, train_dir: Path, work: Path, minutes: float, device: str) -> TrainCommand:
         data = render_dataset(train_dir, work / "data", TRAIN_CROPS, seed=0, relief=TRAIN_RELIEF)
@@ -89,6 +91,7 @@ class NeuroPBRAdapter(Adapter):
         from neuropbr.maps import maps_for_display, tensor_to_maps
         from neuropbr.train import constant_maps, flat_normal_like, mean_maps
         from neuropbr.utils.metrics import MetricAccumulator
+        from neuropbr.utils.photometric import photometric_stereo
         from shared.device import resolve_device
 
         dev = resolve_device(device)
@@ -105,7 +108,8 @@ class NeuroPBRAdapter(Adapter):
         cfg.data.synthetic, cfg.data.metadata_path = False, None
         cfg.data.input_dir, cfg.data.output_dir = str(data / "input"), str(data / "output")
         dataset = build_dataset(cfg)
-        accs = {name: MetricAccumulator() for name in ("model", "mean_maps", "views_mean", "flat_normal")}
+        methods = ("model", "mean_maps", "views_mean", "flat_normal", "photometric_stereo")
+        accs = {name: MetricAccumulator() for name in methods}
         std = torch.tensor(cfg.transform.std).view(1, 3, 1, 1)
         mean = torch.tensor(cfg.transform.mean).view(1, 3, 1, 1)
         # The whole materials come first in each material's run of samples; show those, then crops.
@@ -121,7 +125,9 @@ class NeuroPBRAdapter(Adapter):
                 guess = constant_maps(means, target)
                 views_mean = guess | {"albedo": views.mean(dim=0, keepdim=True)}
                 flat = guess | {"normal": flat_normal_like(target["normal"])}
-                for name, maps in (("model", pred), ("mean_maps", guess), ("views_mean", views_mean), ("flat_normal", flat)):
+                stereo = guess | {"normal": photometric_stereo(views[None])}
+                for name, maps in (("model", pred), ("mean_maps", guess), ("views_mean", views_mean), ("flat_normal", flat),
+                                   ("photometric_stereo", stereo)):
                     accs[name].update(maps, target)
                 if i in shown:
                     p, t, g = maps_for_display(pred), maps_for_display(target), maps_for_display(guess)
@@ -130,12 +136,15 @@ class NeuroPBRAdapter(Adapter):
                         ("mean maps albedo", _image(g["albedo"][0])), ("views mean", _image(views_mean["albedo"][0])),
                         ("model albedo", _image(p["albedo"][0])), ("target albedo", _image(t["albedo"][0])),
                         ("model rough.", _image(p["roughness"][0])), ("target rough.", _image(t["roughness"][0])),
-                        ("model normal", _image(p["normal"][0])), ("target normal", _image(t["normal"][0])),
+                        ("model normal", _image(p["normal"][0])),
+                        ("photometric normal", _image(maps_for_display(stereo)["normal"][0])),
+                        ("target normal", _image(t["normal"][0])),
                     ])
         metrics = {}
         for name, acc in accs.items():
             values = acc.compute()
-            keep = [k for k in METRICS if k.endswith("normal") or k.startswith("normal_")] if name == "flat_normal" else METRICS
+            normal_only = name in ("flat_normal", "photometric_stereo")
+            keep = [k for k in METRICS if k.endswith("normal") or k.startswith("normal_")] if normal_only else METRICS
             metrics[name] = {k: float(values[k]) for k in keep}
         materials = sorted(set(dataset.group_keys))
         notes = {
@@ -144,6 +153,8 @@ class NeuroPBRAdapter(Adapter):
             "mean_maps": "per-channel mean over the training items (normal: mean vector, renormalised)",
             "views_mean": "mean of the three views as albedo; the other maps from mean_maps",
             "flat_normal": "normal (0, 0, 1); normal metrics only",
+            "photometric_stereo": "Lambertian photometric stereo from the three views and the renderer's lights "
+                                  "(neuropbr.utils.photometric, damped tilt); normal metrics only",
         }
         return Evaluation(metrics, grid, len(dataset), notes)
 

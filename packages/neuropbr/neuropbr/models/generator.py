@@ -15,6 +15,7 @@ from neuropbr.models.decoders.unet import PBRHeads, UNetDecoder
 from neuropbr.models.encoders.resnet import ResNetEncoder
 from neuropbr.models.encoders.unet import UNetEncoder
 from neuropbr.models.transformers.vision_transformer import CrossViewFusion
+from neuropbr.utils.photometric import photometric_stereo
 
 NUM_VIEWS = 3
 INPUT_SKIP_CHANNELS = 32
@@ -44,6 +45,20 @@ def _model_config(config: Any):
     raise TypeError(f"MultiViewPBRGenerator needs a TrainConfig, ModelConfig or dict, got {type(config).__name__}")
 
 
+def _input_stats(config: Any) -> tuple[list[float], list[float]]:
+    """The ``transform.mean/std`` the views were normalised with (the defaults for a bare ModelConfig)."""
+    from neuropbr.train_config import TrainConfig, TransformConfig
+
+    if isinstance(config, TrainConfig):
+        return list(config.transform.mean), list(config.transform.std)
+    if isinstance(config, Mapping) and isinstance(config.get("transform"), Mapping):
+        transform = TrainConfig.from_dict({"transform": config["transform"]}).transform
+        return list(transform.mean), list(transform.std)
+    if dataclasses.is_dataclass(config) and hasattr(config, "transform"):
+        return list(config.transform.mean), list(config.transform.std)
+    return list(TransformConfig().mean), list(TransformConfig().std)
+
+
 class MultiViewPBRGenerator(nn.Module):
     """Reconstruct albedo, roughness, metallic and normal maps from three rendered views.
 
@@ -56,6 +71,9 @@ class MultiViewPBRGenerator(nn.Module):
     ``transform.mean/std``) or ``(B, 9, H, W)`` (the same, views stacked on channels, as tiled inference
     feeds it). Any ``H × W``: the input is reflect-padded to a multiple of the encoder's total stride and
     the outputs are cropped back.
+
+    With ``model.photometric_input`` the views are also de-normalised (with the ``transform`` of a whole
+    config; a bare ModelConfig means the default mean/std 0.5) for the photometric-stereo normal.
 
     Output: dict of ``(B, C, H, W)`` tensors:
     ``albedo`` (3, sigmoid, [0, 1] sRGB), ``roughness`` (1, [0, 1]), ``metallic`` (1, [0, 1]),
@@ -83,9 +101,18 @@ class MultiViewPBRGenerator(nn.Module):
             [nn.Sequential(nn.Conv2d(c * NUM_VIEWS, c, 1), nn.ReLU(inplace=True)) for c in enc_ch[-2::-1]]
         )
         skip_ch = list(enc_ch[-2::-1])
-        # Full-resolution detail straight from the views (albedo and fine normals live there).
+        self.photometric = bool(cfg.photometric_input)
+        if self.photometric:
+            # Photometric stereo reads the views in [0, 1]: undo the input normalisation (not weights).
+            mean, std = _input_stats(config)
+            self.register_buffer("view_mean", torch.tensor(mean).view(1, 1, 3, 1, 1), persistent=False)
+            self.register_buffer("view_std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
+        # Full-resolution detail straight from the views (albedo and fine normals live there), and the
+        # photometric-stereo normal beside them when it is on.
         self.input_skip = nn.Sequential(
-            nn.Conv2d(cfg.encoder_in_channels * NUM_VIEWS, INPUT_SKIP_CHANNELS, 3, padding=1), nn.ReLU(inplace=True)
+            nn.Conv2d(cfg.encoder_in_channels * NUM_VIEWS + (3 if self.photometric else 0), INPUT_SKIP_CHANNELS, 3,
+                      padding=1),
+            nn.ReLU(inplace=True),
         )
         self.full_res_in_encoder = reductions[0] == 1
         if self.full_res_in_encoder:
@@ -95,7 +122,9 @@ class MultiViewPBRGenerator(nn.Module):
         dec_ch = list(cfg.decoder_channels)[: len(skip_ch)]
         dec_ch += [dec_ch[-1]] * (len(skip_ch) - len(dec_ch))
         self.decoder = UNetDecoder(cfg.transformer_dim, skip_ch, dec_ch)
-        self.heads = PBRHeads(self.decoder.out_channels, INPUT_SKIP_CHANNELS if cfg.normal_detail_head else 0)
+        self.detail_head = bool(cfg.normal_detail_head or self.photometric)
+        self.heads = PBRHeads(self.decoder.out_channels, INPUT_SKIP_CHANNELS if self.detail_head else 0,
+                              prior=self.photometric)
         if cfg.freeze_backbone:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
@@ -130,9 +159,15 @@ class MultiViewPBRGenerator(nn.Module):
             raise ValueError(f"expected views of shape (B, 3, C, H, W) or (B, 3*C, H, W), got {tuple(views.shape)}")
         b, v, c, h, w = views.shape
         pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
         flat = views.reshape(b * v, c, h, w)
+        prior = None
+        if self.photometric:
+            with torch.no_grad():
+                prior = photometric_stereo((views.float() * self.view_std + self.view_mean).clamp(0, 1)).to(views.dtype)
+            if pad_h or pad_w:
+                prior = F.pad(prior, (0, pad_w, 0, pad_h), mode=mode)
         if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             flat = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
         feats = self.encoder(flat)
         hp, wp = flat.shape[-2:]
@@ -140,12 +175,13 @@ class MultiViewPBRGenerator(nn.Module):
         skips = []
         for fuser, feat in zip(self.skip_fusers, feats[-2::-1], strict=True):
             skips.append(fuser(feat.reshape(b, v * feat.shape[1], *feat.shape[-2:])))
-        detail = self.input_skip(flat.reshape(b, v * c, hp, wp))
+        stacked = flat.reshape(b, v * c, hp, wp)
+        detail = self.input_skip(stacked if prior is None else torch.cat([stacked, prior], dim=1))
         if self.full_res_in_encoder:
             skips[-1] = torch.cat([skips[-1], detail], dim=1)
         else:
             skips.append(detail)
-        out = run_segment(self.heads, self.decoder(fused, skips), detail if self.config.normal_detail_head else None,
+        out = run_segment(self.heads, self.decoder(fused, skips), detail if self.detail_head else None, prior,
                           enabled=on)
         if pad_h or pad_w:
             out = {k: t[..., :h, :w] for k, t in out.items()}
